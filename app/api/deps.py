@@ -1,0 +1,33 @@
+"""What every route needs from the running app, declared once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+
+from app.runner import Runner
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.model import SaliencyModel
+
+
+@dataclass
+class ServiceState:
+    """The app's one piece of state: settings, the model once loaded, the pool."""
+
+    settings: Settings
+    runner: Runner
+    model: SaliencyModel | None = None
+    status: str = "starting"  # starting -> ok -> stopping, or failed
+    failure: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+State = Annotated[ServiceState, Depends(get_state)]

@@ -1,0 +1,43 @@
+"""``GET /healthz``: the probe. Answered on the event loop, never behind the work queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app import __version__
+from app.api.deps import State
+
+router = APIRouter()
+
+
+@router.get(
+    "/healthz",
+    summary="Readiness and liveness probe",
+    responses={
+        200: {"description": "The model is loaded and warm; the body describes it."},
+        503: {"description": "Starting (model warming up), stopping, or failed.", "content": {"application/json": {"example": {"status": "starting"}}}},
+    },
+)
+async def healthz(state: State) -> JSONResponse:
+    if state.status != "ok" or state.model is None:
+        body: dict[str, Any] = {"status": state.status}
+        if state.failure:
+            body["error"] = state.failure
+        return JSONResponse(body, status_code=503)
+    runner = state.runner
+    return JSONResponse(
+        {
+            "status": "ok",
+            "version": __version__,
+            "model": state.model.info.as_dict(),
+            "workers": runner.workers,
+            "intra_op_threads": state.settings.intra_op_threads,
+            "in_flight": runner.in_flight,
+            "waiting": runner.waiting,
+            "max_queue": runner.max_queue,
+            "startup_ms": state.timings,
+        }
+    )

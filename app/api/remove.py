@@ -1,0 +1,109 @@
+"""``POST /remove``: one image in, its cut-out out."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from app import errors
+from app.api.deps import State
+from app.api.upload import FILE_FIELD, read_upload
+from app.imaging.color import parse_color
+from app.pipeline import Limits, RemoveOptions, remove_background
+from app.imaging.encode import EncoderSettings
+
+router = APIRouter()
+
+
+class Format(str, Enum):
+    png = "png"
+    webp = "webp"
+    jpeg = "jpeg"
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"example": {"error": {"code": "...", "message": "..."}}}},
+    }
+
+
+_IMAGE_BODY = {"type": "string", "format": "binary"}
+_OPENAPI_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The photo: multipart field `file`, or the raw bytes. The format is read from the bytes.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {FILE_FIELD: _IMAGE_BODY}, "required": [FILE_FIELD]}
+            },
+            "application/octet-stream": {"schema": _IMAGE_BODY},
+            "image/*": {"schema": _IMAGE_BODY},
+        },
+    }
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The cut-out (or the mask) in the requested format.",
+        "content": {media: {"schema": _IMAGE_BODY} for media in ("image/png", "image/webp", "image/jpeg")},
+        "headers": {
+            "X-Width": {"description": "Width of the returned image in pixels.", "schema": {"type": "integer"}},
+            "X-Height": {"description": "Height of the returned image in pixels.", "schema": {"type": "integer"}},
+            "X-Processing-Time-Ms": {"description": "Time spent on the image, queueing excluded.", "schema": {"type": "number"}},
+        },
+    },
+    400: _error("Empty body, malformed multipart, or no `file` field."),
+    413: _error("Upload larger than MAX_UPLOAD_BYTES, or image larger than MAX_PIXELS."),
+    415: _error("Not an image this service reads (sniffed from the bytes), or a Content-Type that is not accepted."),
+    422: _error("An image that cannot be decoded, or an invalid option."),
+    503: _error("At capacity or still warming up; see Retry-After."),
+}
+
+
+@router.post(
+    "/remove",
+    summary="Remove the background of a photo",
+    response_class=Response,
+    responses=_RESPONSES,
+    openapi_extra=_OPENAPI_BODY,
+)
+async def remove(
+    request: Request,
+    state: State,
+    format: Annotated[Format, Query(description="Output format. JPEG has no transparency: it is laid on `bg`, white by default.")] = Format.png,
+    bg: Annotated[
+        str | None,
+        Query(description="Background colour to compose on: `#rrggbb`, `#rrggbbaa` (escape `#` as `%23`, or leave it out) or a CSS name."),
+    ] = None,
+    mask: Annotated[bool, Query(description="Return the 8-bit alpha mask as a grayscale image instead of the cut-out.")] = False,
+    crop: Annotated[bool, Query(description="Crop to the subject's bounding box.")] = False,
+) -> Response:
+    options = RemoveOptions(
+        format=format.value,
+        background=parse_color(bg) if bg is not None else None,
+        mask_only=mask,
+        crop=crop,
+    )
+    settings = state.settings
+    if state.model is None or state.status == "failed":
+        raise errors.not_ready()
+    async with state.runner.slot():
+        data = await read_upload(request, settings.max_upload_bytes)
+        result = await state.runner.run(
+            remove_background,
+            data,
+            options,
+            state.model,
+            Limits(max_pixels=settings.max_pixels),
+            EncoderSettings(settings.png_compress_level, settings.jpeg_quality, settings.webp_quality),
+        )
+    timings = result.timings_ms
+    headers = {
+        "X-Width": str(result.width),
+        "X-Height": str(result.height),
+        "X-Processing-Time-Ms": f"{sum(timings.values()):.1f}",
+        "Server-Timing": ", ".join(f"{name};dur={ms}" for name, ms in timings.items()),
+    }
+    return Response(content=result.body, media_type=result.media_type, headers=headers)

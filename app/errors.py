@@ -1,0 +1,74 @@
+"""The one error type of the service and its JSON shape.
+
+Every failure a client can cause is an ``ApiError`` raised where it is found
+and turned into ``{"error": {"code": ..., "message": ...}}`` in one handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """A failure the client can act on: a stable ``code``, an HTTP ``status``, a human message."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def empty_input() -> ApiError:
+    return ApiError(400, "empty_input", "The request carries no image: send it as multipart field 'file' or as the raw body.")
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def upload_too_large(limit: int) -> ApiError:
+    return ApiError(413, "file_too_large", f"The upload is larger than the limit of {limit:,} bytes.")
+
+
+def too_many_pixels(width: int, height: int, limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "image_too_large",
+        f"The image is {width}x{height} ({width * height:,} pixels); the limit is {limit:,} pixels.",
+    )
+
+
+def unsupported_format(detail: str) -> ApiError:
+    return ApiError(415, "unsupported_format", detail)
+
+
+def unreadable_image(detail: str) -> ApiError:
+    return ApiError(422, "unreadable_image", f"The image could not be decoded: {detail}")
+
+
+def invalid_option(message: str) -> ApiError:
+    return ApiError(422, "invalid_option", message)
+
+
+def busy(retry_after_s: int) -> ApiError:
+    return ApiError(
+        503,
+        "busy",
+        "The server is at capacity; retry after the number of seconds in Retry-After.",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def not_ready() -> ApiError:
+    return ApiError(503, "starting", "The model is still warming up.", headers={"Retry-After": "1"})

@@ -1,0 +1,1 @@
+"""Bytes in, pixels out, and back: decoding, composing and encoding images."""

@@ -1,0 +1,136 @@
+"""Turn uploaded bytes into 8-bit RGB pixels (plus the input's own alpha, if any).
+
+The format is sniffed from the first bytes and Pillow is told to use only
+that decoder; the pixel limit is checked on the header, before a single
+pixel is decoded, so a decompression bomb or a lying header costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError, features
+
+from app import errors
+
+# Pillow format names by magic bytes; order matters only for readability.
+_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"GIF87a", 0, "GIF"),
+    (b"GIF89a", 0, "GIF"),
+    (b"BM", 0, "BMP"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+)
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF") + (("AVIF",) if features.check("avif") else ())
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An oriented image as the pipeline wants it: contiguous ``uint8`` arrays."""
+
+    rgb: np.ndarray  # H x W x 3
+    alpha: np.ndarray | None  # H x W, only when the input had real transparency
+    source_format: str
+    icc_profile: bytes | None
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def sniff_format(data: bytes) -> str:
+    """The Pillow format name the bytes really are, whatever the client said."""
+    if not data:
+        raise errors.empty_input()
+    for magic, offset, name in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
+        if "AVIF" in SUPPORTED_FORMATS:
+            return "AVIF"
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in data[:4096].lower():
+        raise errors.unsupported_format("SVG is a vector format; send a raster image (JPEG, PNG, WebP, ...).")
+    if data[4:8] == b"ftyp":
+        raise errors.unsupported_format("HEIC/HEIF and other ISO media files are not supported; send JPEG, PNG or WebP.")
+    raise errors.unsupported_format(
+        "The bytes are not an image format this service reads (" + ", ".join(SUPPORTED_FORMATS) + ")."
+    )
+
+
+def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+    """Decode, orient and normalise an image; every failure is an ``ApiError``."""
+    source_format = sniff_format(data)
+    try:
+        image = Image.open(BytesIO(data), formats=[source_format])
+        width, height = image.size
+        if width * height > max_pixels:
+            raise errors.too_many_pixels(width, height, max_pixels)
+        if width < 1 or height < 1:
+            raise errors.unreadable_image("the image has no pixels")
+        image.load()  # animated images stop at the first frame
+    except Image.DecompressionBombError:
+        raise errors.ApiError(413, "image_too_large", "The image header declares far too many pixels.") from None
+    except errors.ApiError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as exc:
+        raise errors.unreadable_image(_short(exc)) from None
+    image = _oriented(image)
+    icc_profile = image.info.get("icc_profile") if image.mode != "CMYK" else None
+    rgb, alpha = _to_rgb_and_alpha(image)
+    return DecodedImage(rgb=rgb, alpha=alpha, source_format=source_format, icc_profile=icc_profile)
+
+
+def _oriented(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation; a broken EXIF block is ignored, not fatal."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - malformed EXIF must not reject a decodable photo
+        return image
+
+
+def _to_rgb_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        gray = _gray_to_uint8(np.asarray(image), image.mode)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2)), None
+    if _has_transparency(image):
+        rgba = np.asarray(image.convert("RGBA"))
+        alpha = rgba[:, :, 3]
+        if alpha.min() == 255:
+            return np.ascontiguousarray(rgba[:, :, :3]), None
+        return np.ascontiguousarray(rgba[:, :, :3]), np.ascontiguousarray(alpha)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image), None
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def _gray_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Scale 16-bit, 32-bit and float grayscale to 0..255 instead of clipping it."""
+    if mode == "F":
+        peak = float(np.nanmax(values)) if values.size else 0.0
+        scale = 255.0 if peak <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(values) * scale + 0.5, 0, 255).astype(np.uint8)
+    values = values.astype(np.int32, copy=False)
+    if mode == "I" and values.max(initial=0) <= 255:
+        return np.clip(values, 0, 255).astype(np.uint8)
+    return ((np.clip(values, 0, 65535) + 128) // 257).astype(np.uint8)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

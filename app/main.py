@@ -1,0 +1,122 @@
+"""``create_app()``: the FastAPI app, its lifespan and its error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import __version__, errors
+from app.api import health, remove
+from app.api.deps import ServiceState
+from app.model import SaliencyModel
+from app.model.catalog import U2NETP
+from app.runner import QueueFull, Runner
+from app.settings import DEFAULT_MODEL_PATH, Settings
+
+logger = logging.getLogger("app")
+
+DESCRIPTION = """Remove the background of a photo on your own server.
+
+`POST /remove` takes an image (multipart field `file`, or the raw bytes) and returns a
+transparent cut-out, the subject on a colour, or the alpha mask. Errors are JSON:
+`{"error": {"code": "...", "message": "..."}}`.
+"""
+
+
+def load_model(settings: Settings) -> SaliencyModel:
+    """Load the configured model; the shipped default is also checked against its pinned hash."""
+    expected = U2NETP.sha256 if settings.model_path == DEFAULT_MODEL_PATH else None
+    return SaliencyModel.load(settings.model_path, settings.intra_op_threads, expected_sha256=expected)
+
+
+def create_app(settings: Settings | None = None, model: SaliencyModel | None = None) -> FastAPI:
+    """Build the app; pass ``model`` to reuse one that is already loaded (the entry point does)."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServiceState(settings=settings, runner=Runner(settings.workers, settings.queue_limit), model=model)
+        app.state.service = state
+        if state.model is None:
+            started = time.perf_counter()
+            state.model = await asyncio.to_thread(load_model, settings)
+            state.timings["load"] = round((time.perf_counter() - started) * 1000.0, 1)
+        warm_up = asyncio.create_task(_warm_up(state))
+        try:
+            yield
+        finally:
+            state.status = "stopping"
+            if not warm_up.done():
+                warm_up.cancel()
+            await asyncio.to_thread(state.runner.shutdown)
+
+    app = FastAPI(
+        title="Background removal",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.include_router(remove.router)
+    app.include_router(health.router)
+    _add_error_handlers(app)
+    return app
+
+
+async def _warm_up(state: ServiceState) -> None:
+    """Run one inference in the pool before /healthz says ok; requests queue behind it."""
+    assert state.model is not None
+    started = time.perf_counter()
+    try:
+        await state.runner.run(state.model.warm_up)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the model is unusable
+        state.status, state.failure = "failed", f"warm-up inference failed: {exc}"
+        logger.error("model %s failed its warm-up inference: %s", state.model.info.path, exc)
+        return
+    state.timings["warm_up"] = round((time.perf_counter() - started) * 1000.0, 1)
+    if state.status == "starting":
+        state.status = "ok"
+        info = state.model.info
+        logger.info("model %s ready (%s, %dx%d, %s)", info.name, info.precision, info.input_width, info.input_height, info.provider)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def as_response(error: errors.ApiError) -> JSONResponse:
+        return JSONResponse(error.to_json(), status_code=error.status, headers=error.headers)
+
+    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.ApiError)
+        return as_response(exc)
+
+    async def on_queue_full(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, QueueFull)
+        return as_response(errors.busy(exc.retry_after_s))
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'][1:]) or error['loc'][0]}: {error['msg']}" for error in exc.errors()
+        )
+        return as_response(errors.invalid_option(problems or "invalid request"))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return as_response(errors.ApiError(exc.status_code, code, str(exc.detail), dict(exc.headers or {})))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return as_response(errors.ApiError(500, "internal_error", "Something went wrong on our side; the request was not processed."))
+
+    app.add_exception_handler(errors.ApiError, on_api_error)
+    app.add_exception_handler(QueueFull, on_queue_full)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

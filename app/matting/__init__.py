@@ -1,0 +1,5 @@
+"""From the model's low-resolution map to a full-resolution alpha matte."""
+
+from app.matting.upsample import alpha_from_map, combine_alpha
+
+__all__ = ["alpha_from_map", "combine_alpha"]

@@ -1,0 +1,126 @@
+"""Load a U²-Net-family ONNX file once and run it on RGB images.
+
+One ``InferenceSession`` is shared by every worker thread: onnxruntime's
+``run`` is thread-safe, and with one intra-op thread per run, N workers keep
+N cores busy with less overhead than one run spread over N threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from app.model.catalog import KNOWN_MODELS
+
+# U²-Net was trained on images scaled to 0..1 by their own maximum, then
+# standardised with the ImageNet mean and deviation (its ToTensorLab).
+_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_DEFAULT_SIDE = 320  # for files with a dynamic spatial input
+_FIX_HINT = "run `make model` to fetch the default U²-Net-p, or set MODEL_PATH to a U²-Net ONNX file"
+
+
+class ModelError(RuntimeError):
+    """The model file is missing, corrupt or not a U²-Net-shaped network."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: str
+    sha256: str
+    input_name: str
+    input_height: int
+    input_width: int
+    precision: str
+    provider: str
+    onnxruntime_version: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SaliencyModel:
+    """``predict(rgb) -> map``: a low-resolution foreground probability in 0..1."""
+
+    def __init__(self, session: ort.InferenceSession, info: ModelInfo) -> None:
+        self._session = session
+        self._output_name = session.get_outputs()[0].name  # the fused map
+        self._input_dtype = np.float16 if info.precision == "float16" else np.float32
+        self.info = info
+
+    @classmethod
+    def load(cls, path: Path, intra_op_threads: int = 1, expected_sha256: str | None = None) -> SaliencyModel:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelError(f"model file {path} not found; {_FIX_HINT}") from None
+        except OSError as exc:
+            raise ModelError(f"model file {path} cannot be read ({exc.strerror}); {_FIX_HINT}") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise ModelError(f"model file {path} is corrupt (sha256 {digest[:12]}..., expected {expected_sha256[:12]}...); {_FIX_HINT}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own zoo of types
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"model file {path} is not a loadable ONNX model ({reason}); {_FIX_HINT}") from None
+        info = _describe(session, path, digest)
+        return cls(session, info)
+
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        """Foreground probability at the model's resolution, stretched to span 0..1."""
+        height, width = self.info.input_height, self.info.input_width
+        shrinking = rgb.shape[0] * rgb.shape[1] >= height * width
+        small = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+        x = small.astype(np.float32)
+        x *= 1.0 / max(float(x.max()), 1.0)
+        x -= _MEAN
+        x /= _STD
+        tensor = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=self._input_dtype)
+        output = self._session.run([self._output_name], {self.info.input_name: tensor})[0]
+        prob = np.asarray(output, dtype=np.float32).reshape(output.shape[-2:])
+        low, high = float(prob.min()), float(prob.max())
+        if high - low < 1e-6:
+            return np.zeros_like(prob)
+        return (prob - low) / (high - low)
+
+    def warm_up(self) -> None:
+        """One real inference, so the first request does not pay for lazy initialisation."""
+        self.predict(np.full((self.info.input_height, self.info.input_width, 3), 127, dtype=np.uint8))
+
+
+def _describe(session: ort.InferenceSession, path: Path, digest: str) -> ModelInfo:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = inputs[0].shape if len(inputs) == 1 else []
+    if len(shape) != 4 or shape[1] not in (3, "3") or not outputs or len(outputs[0].shape) != 4:
+        raise ModelError(
+            f"model file {path} is not a U²-Net-style network (expected one N x 3 x H x W input and "
+            f"N x 1 x H x W outputs, got inputs {[i.shape for i in inputs]}); {_FIX_HINT}"
+        )
+    height = shape[2] if isinstance(shape[2], int) else _DEFAULT_SIDE
+    width = shape[3] if isinstance(shape[3], int) else _DEFAULT_SIDE
+    known = KNOWN_MODELS.get(digest)
+    return ModelInfo(
+        name=known.name if known else path.stem,
+        path=str(path),
+        sha256=digest,
+        input_name=inputs[0].name,
+        input_height=height,
+        input_width=width,
+        precision="float16" if inputs[0].type == "tensor(float16)" else "float32",
+        provider=session.get_providers()[0],
+        onnxruntime_version=ort.__version__,
+    )

@@ -1,0 +1,82 @@
+"""A bounded pool for the heavy, blocking work, and fast refusal when it is full.
+
+Admission is counted on the event loop (no locks needed): a request takes a
+slot *before* its body is read, so a flood of large uploads is turned away
+with 503 at once instead of being buffered into memory first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class QueueFull(Exception):
+    """Every worker is busy and the wait queue is full."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"queue full, retry after {retry_after_s}s")
+        self.retry_after_s = retry_after_s
+
+
+class Runner:
+    def __init__(self, workers: int, max_queue: int) -> None:
+        self.workers = workers
+        self.max_queue = max_queue
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker")
+        self._admitted = 0
+        self._running = 0
+        self._mean_job_s = 1.0  # refined by every finished job
+        self.accepting = True
+
+    @property
+    def in_flight(self) -> int:
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        return self._admitted - self._running
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of ``workers + max_queue`` places for the whole request."""
+        if not self.accepting or self._admitted >= self.workers + self.max_queue:
+            raise QueueFull(self._retry_after_s())
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+
+        def job() -> tuple[T, float]:
+            started = time.perf_counter()
+            return fn(*args, **kwargs), time.perf_counter() - started
+
+        self._running += 1
+        try:
+            result, elapsed = await loop.run_in_executor(self._executor, job)
+        finally:
+            self._running -= 1
+        self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * elapsed
+        return result
+
+    def _retry_after_s(self) -> int:
+        """Roughly when a place frees up: the queue ahead, shared among the workers."""
+        ahead = max(1, self._admitted - self.workers + 1)
+        return max(1, math.ceil(ahead * self._mean_job_s / self.workers))
+
+    def shutdown(self) -> None:
+        """Refuse new work and wait for the jobs already running."""
+        self.accepting = False
+        self._executor.shutdown(wait=True, cancel_futures=False)

@@ -1,0 +1,107 @@
+"""Every setting of the service, read once from the environment.
+
+Nothing else in the app reads ``os.environ``: the app is built from a
+``Settings`` value, so tests and the CLI can make their own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL_PATH = Path("models/u2netp.onnx")
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: affinity mask capped by a cgroup v2/v1 quota.
+
+    ``os.cpu_count()`` reports the host's cores, which oversubscribes a
+    container limited to, say, two CPUs on a 64-core node.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def _env_int(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise SettingsError(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+def _env_str(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_path: Path = DEFAULT_MODEL_PATH
+    workers: int = field(default_factory=available_cpus)
+    intra_op_threads: int = 1
+    max_queue: int | None = None  # None: derived from workers, see ``queue_limit``
+    max_upload_bytes: int = 30 * 1024 * 1024
+    max_pixels: int = 60_000_000
+    png_compress_level: int = 1
+    jpeg_quality: int = 90
+    webp_quality: int = 90
+    log_level: str = "info"
+
+    @property
+    def queue_limit(self) -> int:
+        """Requests allowed to wait for a worker; enough to keep every worker fed."""
+        return 2 * self.workers if self.max_queue is None else self.max_queue
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        defaults = cls()
+        return cls(
+            host=_env_str("HOST", defaults.host),
+            port=_env_int("PORT", defaults.port, minimum=1),
+            model_path=Path(_env_str("MODEL_PATH", str(defaults.model_path))),
+            workers=_env_int("WORKERS", defaults.workers, minimum=1),
+            intra_op_threads=_env_int("INTRA_OP_THREADS", defaults.intra_op_threads, minimum=1),
+            max_queue=_env_int("MAX_QUEUE", -1) if os.environ.get("MAX_QUEUE", "").strip() else None,
+            max_upload_bytes=_env_int("MAX_UPLOAD_BYTES", defaults.max_upload_bytes, minimum=1),
+            max_pixels=_env_int("MAX_PIXELS", defaults.max_pixels, minimum=1),
+            png_compress_level=_env_int("PNG_COMPRESS_LEVEL", defaults.png_compress_level, maximum=9),
+            jpeg_quality=_env_int("JPEG_QUALITY", defaults.jpeg_quality, minimum=1, maximum=100),
+            webp_quality=_env_int("WEBP_QUALITY", defaults.webp_quality, minimum=1, maximum=100),
+            log_level=_env_str("LOG_LEVEL", defaults.log_level).lower(),
+        )
