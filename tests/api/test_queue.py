@@ -1,0 +1,52 @@
+"""Overload is answered at once with 503 + Retry-After, and the server keeps serving."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from app.model import SaliencyModel
+from app.settings import Settings
+from tests.conftest import LiveServer
+from tests.images import large_photo_bytes, photo_bytes
+
+
+@pytest.fixture
+def tiny_server(model: SaliencyModel) -> Iterator[LiveServer]:
+    live = LiveServer(Settings(workers=1, max_queue=1), model).start()
+    live.wait_ready()
+    yield live
+    live.stop()
+
+
+def test_full_queue_gives_fast_503_with_retry_after(tiny_server: LiveServer) -> None:
+    big = large_photo_bytes(12)
+    results: list[tuple[int, float, httpx.Response]] = []
+
+    def upload() -> None:
+        with httpx.Client(timeout=120) as http:
+            started = time.perf_counter()
+            response = http.post(tiny_server.url + "/remove", content=big)
+            results.append((response.status_code, time.perf_counter() - started, response))
+
+    uploads = [threading.Thread(target=upload) for _ in range(6)]
+    for upload_thread in uploads:
+        upload_thread.start()
+        time.sleep(0.05)
+    for upload_thread in uploads:
+        upload_thread.join()
+
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses.count(200) >= 2, statuses  # one running, one queued
+    refused = [(elapsed, response) for status, elapsed, response in results if status == 503]
+    assert refused, statuses
+    for elapsed, response in refused:
+        assert response.json()["error"]["code"] == "busy"
+        assert int(response.headers["retry-after"]) >= 1
+        assert elapsed < 1.0
+    after = httpx.post(tiny_server.url + "/remove", content=photo_bytes(), timeout=60)
+    assert after.status_code == 200

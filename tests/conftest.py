@@ -1,0 +1,73 @@
+"""Fixtures: the real model, and the real app served by uvicorn on a loopback port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import httpx
+import pytest
+import uvicorn
+
+from app.main import create_app, load_model
+from app.model import SaliencyModel
+from app.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def model() -> SaliencyModel:
+    return load_model(Settings())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LiveServer:
+    """The app under uvicorn in a background thread, reachable over real HTTP."""
+
+    def __init__(self, settings: Settings, model: SaliencyModel | None = None) -> None:
+        self.settings = replace(settings, host="127.0.0.1", port=_free_port())
+        self.url = f"http://127.0.0.1:{self.settings.port}"
+        config = uvicorn.Config(create_app(self.settings, model), host="127.0.0.1", port=self.settings.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while httpx.get(self.url + "/healthz").status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the model never became ready")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server(model: SaliencyModel) -> Iterator[LiveServer]:
+    live = LiveServer(Settings(workers=2), model).start()
+    live.wait_ready()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        yield http

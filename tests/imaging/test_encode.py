@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.errors import ApiError
+from app.imaging.encode import EncoderSettings, compose, encode, foreground_box
+from tests.images import decode
+
+RED = (200, 30, 40)
+
+
+def _subject() -> tuple[np.ndarray, np.ndarray]:
+    """A red square, half-transparent edge columns, on a (to be removed) green background."""
+    rgb = np.zeros((40, 60, 3), dtype=np.uint8)
+    rgb[:] = (0, 255, 0)
+    rgb[10:30, 20:40] = RED
+    alpha = np.zeros((40, 60), dtype=np.uint8)
+    alpha[10:30, 20:40] = 255
+    alpha[10:30, 20] = 128
+    return rgb, alpha
+
+
+def test_transparent_output_keeps_straight_colours_and_blanks_the_background() -> None:
+    rgb, alpha = _subject()
+    out = compose(rgb, alpha, None)
+    assert out.shape == (40, 60, 4)
+    assert tuple(out[20, 20]) == (*RED, 128), "a semi-transparent pixel must keep its own colour"
+    assert tuple(out[0, 0]) == (0, 0, 0, 0), "the removed background must not survive in RGB"
+    assert tuple(out[15, 30]) == (*RED, 255)
+
+
+def test_opaque_background_is_composited() -> None:
+    rgb, alpha = _subject()
+    out = compose(rgb, alpha, (0, 0, 255, 255))
+    assert out.shape == (40, 60, 3)
+    assert tuple(out[0, 0]) == (0, 0, 255)
+    assert tuple(out[15, 30]) == RED
+    expected = np.round((np.array(RED) * 128 + np.array([0, 0, 255]) * 127) / 255)
+    assert np.abs(out[20, 20].astype(int) - expected).max() <= 1
+
+
+def test_translucent_background_is_porter_duff_over() -> None:
+    rgb, alpha = _subject()
+    out = compose(rgb, alpha, (0, 0, 255, 128))
+    assert out.shape == (40, 60, 4)
+    assert tuple(out[0, 0]) == (0, 0, 255, 128)
+    assert tuple(out[15, 30]) == (*RED, 255)
+    edge = out[20, 20]
+    assert 190 <= edge[3] <= 192  # 128 + 128 * 127 / 255
+
+
+def test_foreground_box() -> None:
+    _, alpha = _subject()
+    assert foreground_box(alpha) == (20, 10, 40, 30)
+    assert foreground_box(np.zeros((5, 5), dtype=np.uint8)) is None
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp", "jpeg"])
+def test_encode_formats_round_trip(fmt: str) -> None:
+    rgb, alpha = _subject()
+    pixels = compose(rgb, alpha, None if fmt != "jpeg" else (255, 255, 255, 255))
+    image = decode(encode(pixels, fmt, EncoderSettings()))  # type: ignore[arg-type]
+    assert image.format == {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}[fmt]
+    assert image.size == (60, 40)
+    assert image.mode == ("RGB" if fmt == "jpeg" else "RGBA")
+
+
+def test_mask_encodes_as_grayscale() -> None:
+    _, alpha = _subject()
+    image = decode(encode(alpha, "png", EncoderSettings()))
+    assert image.mode == "L"
+    assert np.array_equal(np.asarray(image), alpha)
+
+
+def test_webp_size_limit_is_a_clear_error() -> None:
+    wide = np.zeros((1, 17000, 4), dtype=np.uint8)
+    with pytest.raises(ApiError) as caught:
+        encode(wide, "webp", EncoderSettings())
+    assert caught.value.status == 422

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.model import ModelError, SaliencyModel
+from app.model.catalog import U2NETP
+from tests.images import photo
+
+
+def test_shipped_model_is_described(model: SaliencyModel) -> None:
+    info = model.info
+    assert info.name == "u2netp" and info.sha256 == U2NETP.sha256
+    assert (info.input_width, info.input_height) == (320, 320)
+    assert info.precision == "float32" and info.provider == "CPUExecutionProvider"
+
+
+def test_prediction_is_a_normalised_map_that_finds_the_subject(model: SaliencyModel) -> None:
+    prob = model.predict(np.asarray(photo()))
+    assert prob.shape == (320, 320) and prob.dtype == np.float32
+    assert prob.min() == 0.0 and prob.max() == pytest.approx(1.0)
+    # the lemur sits in the middle of the frame, the corners are background
+    assert prob[140:200, 130:190].mean() > 0.9
+    assert prob[:30, :30].mean() < 0.1
+
+
+def test_missing_model_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="make model"):
+        SaliencyModel.load(tmp_path / "nope.onnx")
+
+
+def test_corrupt_model_names_the_fix(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 100)
+    with pytest.raises(ModelError, match="make model"):
+        SaliencyModel.load(corrupt)
+
+
+def test_wrong_hash_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="corrupt"):
+        SaliencyModel.load(Path("models/u2netp.onnx"), expected_sha256="0" * 64)
