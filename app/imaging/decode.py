@@ -93,11 +93,13 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
 
 
 def _oriented(image: Image.Image) -> Image.Image:
-    """Apply EXIF orientation; a broken EXIF block is ignored, not fatal."""
+    """Apply EXIF orientation in place (the copying form duplicates even upright photos);
+    a broken EXIF block is ignored, not fatal."""
     try:
-        return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # noqa: BLE001 - malformed EXIF must not reject a decodable photo
-        return image
+        pass
+    return image
 
 
 def _to_rgb_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
