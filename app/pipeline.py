@@ -13,7 +13,7 @@ import numpy as np
 
 from app.imaging.color import RGBA
 from app.imaging.decode import decode_image
-from app.imaging.encode import MEDIA_TYPES, WHITE, EncoderSettings, OutputFormat, compose, encode, foreground_box
+from app.imaging.encode import MEDIA_TYPES, WHITE, Cutout, EncoderSettings, OutputFormat, encode, foreground_box
 from app.matting import alpha_from_map, combine_alpha
 from app.model import SaliencyModel
 
@@ -66,28 +66,23 @@ def remove_background(
     alpha = combine_alpha(alpha_from_map(prob, image.width, image.height), image.alpha)
     watch.lap("matte")
 
-    pixels = _render(image.rgb, alpha, options)
-    icc_profile = image.icc_profile
-    del image, alpha  # free the full-size arrays before the encoder allocates its own
-    watch.lap("compose")
-    body = encode(pixels, options.format, encoder, icc_profile)
+    cutout = _cutout(image.rgb, alpha, options)
+    body = encode(cutout, options.format, encoder, image.icc_profile)
     watch.lap("encode")
-    height, width = pixels.shape[:2]
-    media_type = MEDIA_TYPES[options.format]
-    return Result(body=body, media_type=media_type, width=width, height=height, timings_ms=watch.timings_ms)
+    return Result(
+        body=body,
+        media_type=MEDIA_TYPES[options.format],
+        width=cutout.width,
+        height=cutout.height,
+        timings_ms=watch.timings_ms,
+    )
 
 
-def _render(rgb: np.ndarray, alpha: np.ndarray, options: RemoveOptions) -> np.ndarray:
-    """The pixels to encode: the mask or the composed cut-out, cropped if asked."""
-    if options.crop:
-        box = foreground_box(alpha)
-        if box is not None:
-            left, top, right, bottom = box
-            rgb, alpha = rgb[top:bottom, left:right], alpha[top:bottom, left:right]
-    if options.mask_only:
-        return np.ascontiguousarray(alpha)
+def _cutout(rgb: np.ndarray, alpha: np.ndarray, options: RemoveOptions) -> Cutout:
     background = _flatten_for_jpeg(options.background) if options.format == "jpeg" else options.background
-    return compose(rgb, alpha, background)
+    cutout = Cutout(rgb, alpha, background, options.mask_only)
+    box = foreground_box(alpha) if options.crop else None
+    return cutout.cropped(box) if box else cutout
 
 
 def _flatten_for_jpeg(background: RGBA | None) -> RGBA:

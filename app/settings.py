@@ -79,6 +79,7 @@ class Settings:
     max_upload_bytes: int = 30 * 1024 * 1024
     max_pixels: int = 60_000_000
     png_compress_level: int = 1
+    encode_threads: int = field(default_factory=available_cpus)
     jpeg_quality: int = 90
     webp_quality: int = 90
     log_level: str = "info"
@@ -101,6 +102,7 @@ class Settings:
             max_upload_bytes=_env_int("MAX_UPLOAD_BYTES", defaults.max_upload_bytes, minimum=1),
             max_pixels=_env_int("MAX_PIXELS", defaults.max_pixels, minimum=1),
             png_compress_level=_env_int("PNG_COMPRESS_LEVEL", defaults.png_compress_level, maximum=9),
+            encode_threads=_env_int("ENCODE_THREADS", defaults.encode_threads, minimum=1),
             jpeg_quality=_env_int("JPEG_QUALITY", defaults.jpeg_quality, minimum=1, maximum=100),
             webp_quality=_env_int("WEBP_QUALITY", defaults.webp_quality, minimum=1, maximum=100),
             log_level=_env_str("LOG_LEVEL", defaults.log_level).lower(),

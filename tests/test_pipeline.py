@@ -51,4 +51,4 @@ def test_output_modes(model: SaliencyModel, options: RemoveOptions, mode: str) -
     result = remove_background(photo_bytes(), options, model)
     image = decode(result.body)
     assert image.mode == mode and image.size == (680, 440)
-    assert set(result.timings_ms) == {"decode", "model", "matte", "compose", "encode"}
+    assert set(result.timings_ms) == {"decode", "model", "matte", "encode"}

@@ -11,8 +11,8 @@ from app import errors
 from app.api.deps import State
 from app.api.upload import FILE_FIELD, read_upload
 from app.imaging.color import parse_color
-from app.pipeline import Limits, RemoveOptions, remove_background
 from app.imaging.encode import EncoderSettings
+from app.pipeline import Limits, RemoveOptions, remove_background
 
 router = APIRouter()
 
@@ -97,7 +97,7 @@ async def remove(
             options,
             state.model,
             Limits(max_pixels=settings.max_pixels),
-            EncoderSettings(settings.png_compress_level, settings.jpeg_quality, settings.webp_quality),
+            EncoderSettings(settings.png_compress_level, settings.jpeg_quality, settings.webp_quality, settings.encode_threads),
         )
     timings = result.timings_ms
     headers = {

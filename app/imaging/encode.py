@@ -2,21 +2,24 @@
 
 Colours stay straight (not premultiplied): a semi-transparent edge pixel
 keeps its own colour and only its alpha says how much of it there is.
-Composition runs over bands of rows so that no full-size float copy of a
-large photo ever exists.
+A ``Cutout`` is drawn band by band, on demand: the PNG writer pulls bands
+straight into its compressors, so a large photo never gets a second
+full-size copy (and never a float one).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from typing import Literal
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from app import errors
 from app.imaging.color import RGBA
+from app.imaging.png import encode_png
 
 OutputFormat = Literal["png", "webp", "jpeg"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
@@ -32,6 +35,55 @@ class EncoderSettings:
     png_compress_level: int = 1
     jpeg_quality: int = 90
     webp_quality: int = 90
+    threads: int = 1  # PNG bands deflated in parallel
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """The picture to encode: the photo's pixels, their alpha, and how to show them."""
+
+    rgb: np.ndarray  # H x W x 3 uint8
+    alpha: np.ndarray  # H x W uint8
+    background: RGBA | None = None  # None or fully transparent: keep the alpha
+    mask_only: bool = False
+
+    @property
+    def height(self) -> int:
+        return int(self.alpha.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.alpha.shape[1])
+
+    @property
+    def channels(self) -> int:
+        if self.mask_only:
+            return 1
+        return 3 if self.background is not None and self.background[3] == 255 else 4
+
+    def rows(self, top: int, bottom: int) -> np.ndarray:
+        """Rows ``top:bottom`` of the output, freshly allocated."""
+        rgb, alpha = self.rgb[top:bottom], self.alpha[top:bottom]
+        if self.mask_only:
+            return alpha.copy()
+        background = self.background
+        if background is None or background[3] == 0:
+            return _transparent(rgb, alpha)
+        if background[3] == 255:
+            return _over_opaque(rgb, alpha, background)
+        return _over_translucent(rgb, alpha, background)
+
+    def pixels(self) -> np.ndarray:
+        """The whole output as one array, drawn band by band to bound the temporaries."""
+        shape = (self.height, self.width) if self.channels == 1 else (self.height, self.width, self.channels)
+        out = np.empty(shape, dtype=np.uint8)
+        for top in range(0, self.height, _BAND_ROWS):
+            out[top : top + _BAND_ROWS] = self.rows(top, min(top + _BAND_ROWS, self.height))
+        return out
+
+    def cropped(self, box: tuple[int, int, int, int]) -> Cutout:
+        left, top, right, bottom = box
+        return replace(self, rgb=self.rgb[top:bottom, left:right], alpha=self.alpha[top:bottom, left:right])
 
 
 def foreground_box(alpha: np.ndarray, threshold: int = CROP_ALPHA_THRESHOLD) -> tuple[int, int, int, int] | None:
@@ -43,40 +95,24 @@ def foreground_box(alpha: np.ndarray, threshold: int = CROP_ALPHA_THRESHOLD) -> 
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def compose(rgb: np.ndarray, alpha: np.ndarray, background: RGBA | None) -> np.ndarray:
-    """The cut-out as RGBA, or RGB when the background is opaque."""
-    if background is None or background[3] == 0:
-        return _transparent(rgb, alpha)
-    if background[3] == 255:
-        return _over_opaque(rgb, alpha, background)
-    return _over_translucent(rgb, alpha, background)
-
-
 def _transparent(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """RGBA with fully transparent pixels blanked: the removed background must not
     survive hidden in the colour channels, and the blank runs compress to nothing."""
-    out = np.empty((*alpha.shape, 4), dtype=np.uint8)
-    for top in range(0, rgb.shape[0], _BAND_ROWS):
-        rows = slice(top, top + _BAND_ROWS)
-        band_alpha = alpha[rows]
-        out[rows, :, :3] = rgb[rows]
-        out[rows, :, 3] = band_alpha
-        out[rows, :, :3][band_alpha == 0] = 0
+    out = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
+    cv2.mixChannels([alpha], [out], [0, 3])
+    _, visible = cv2.threshold(alpha, 0, 255, cv2.THRESH_BINARY)
+    cv2.bitwise_and(out, cv2.merge((visible,) * 4), dst=out)
     return out
 
 
 def _over_opaque(rgb: np.ndarray, alpha: np.ndarray, background: RGBA) -> np.ndarray:
-    out = np.empty(rgb.shape, dtype=np.uint8)
     bg = np.array(background[:3], dtype=np.float32)
-    for top in range(0, rgb.shape[0], _BAND_ROWS):
-        rows = slice(top, top + _BAND_ROWS)
-        a = alpha[rows, :, None].astype(np.float32) * (1.0 / 255.0)
-        band = rgb[rows].astype(np.float32)
-        band -= bg
-        band *= a
-        band += bg + 0.5
-        out[rows] = band.astype(np.uint8)
-    return out
+    a = alpha[:, :, None].astype(np.float32) * (1.0 / 255.0)
+    band = rgb.astype(np.float32)
+    band -= bg
+    band *= a
+    band += bg + 0.5
+    return band.astype(np.uint8)
 
 
 def _over_translucent(rgb: np.ndarray, alpha: np.ndarray, background: RGBA) -> np.ndarray:
@@ -84,29 +120,28 @@ def _over_translucent(rgb: np.ndarray, alpha: np.ndarray, background: RGBA) -> n
     out = np.empty((*alpha.shape, 4), dtype=np.uint8)
     bg = np.array(background[:3], dtype=np.float32)
     bg_a = background[3] / 255.0
-    for top in range(0, rgb.shape[0], _BAND_ROWS):
-        rows = slice(top, top + _BAND_ROWS)
-        a = alpha[rows, :, None].astype(np.float32) * (1.0 / 255.0)
-        out_a = a + bg_a * (1.0 - a)
-        colour = (rgb[rows].astype(np.float32) * a + bg * (bg_a * (1.0 - a))) / out_a
-        out[rows, :, :3] = (colour + 0.5).astype(np.uint8)
-        out[rows, :, 3] = (out_a[..., 0] * 255.0 + 0.5).astype(np.uint8)
+    a = alpha[:, :, None].astype(np.float32) * (1.0 / 255.0)
+    out_a = a + bg_a * (1.0 - a)
+    colour = (rgb.astype(np.float32) * a + bg * (bg_a * (1.0 - a))) / out_a
+    out[:, :, :3] = (colour + 0.5).astype(np.uint8)
+    out[:, :, 3] = (out_a[..., 0] * 255.0 + 0.5).astype(np.uint8)
     return out
 
 
-def encode(pixels: np.ndarray, fmt: OutputFormat, settings: EncoderSettings, icc_profile: bytes | None = None) -> bytes:
-    """Encode an L, RGB or RGBA ``uint8`` array; JPEG gets no alpha, so flatten before."""
-    height, width = pixels.shape[:2]
+def encode(cutout: Cutout, fmt: OutputFormat, settings: EncoderSettings, icc_profile: bytes | None = None) -> bytes:
+    """Encode the cut-out; JPEG gets no alpha, so give it an opaque background first."""
+    width, height = cutout.width, cutout.height
     if fmt == "webp" and max(width, height) > _WEBP_MAX_SIDE:
         raise errors.invalid_option(f"WebP holds at most {_WEBP_MAX_SIDE} px a side; this output is {width}x{height}. Use format=png.")
     if fmt == "jpeg" and max(width, height) > _JPEG_MAX_SIDE:
         raise errors.invalid_option(f"JPEG holds at most {_JPEG_MAX_SIDE} px a side; this output is {width}x{height}. Use format=png.")
-    image = Image.fromarray(pixels)
-    buffer = BytesIO()
-    extra = {"icc_profile": icc_profile} if icc_profile and image.mode != "L" else {}
+    colour_profile = icc_profile if cutout.channels > 1 else None
     if fmt == "png":
-        image.save(buffer, "PNG", compress_level=settings.png_compress_level, **extra)
-    elif fmt == "webp":
+        return encode_png(cutout, settings.png_compress_level, settings.threads, colour_profile)
+    image = Image.fromarray(cutout.pixels())
+    buffer = BytesIO()
+    extra = {"icc_profile": colour_profile} if colour_profile else {}
+    if fmt == "webp":
         image.save(buffer, "WEBP", quality=settings.webp_quality, method=4, **extra)
     else:
         image.save(buffer, "JPEG", quality=settings.jpeg_quality, **extra)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import time
+from io import BytesIO
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from app.errors import ApiError
 from app.imaging.decode import decode_image, sniff_format
@@ -95,3 +96,25 @@ def test_format_is_sniffed_from_bytes() -> None:
     assert sniff_format(to_bytes(base, "GIF")) == "GIF"
     assert sniff_format(to_bytes(base, "TIFF")) == "TIFF"
     assert sniff_format(to_bytes(base, "BMP")) == "BMP"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_fast_path_orients_like_pillow(orientation: int) -> None:
+    data = exif_rotated_jpeg(orientation)
+    reference = Image.open(BytesIO(data))
+    reference = np.asarray(ImageOps.exif_transpose(reference).convert("RGB"))
+    decoded = decode_image(data, LIMIT).rgb
+    assert decoded.shape == reference.shape
+    assert np.abs(decoded.astype(int) - reference.astype(int)).mean() < 1.5  # IDCT rounding differs slightly
+
+
+def test_truncated_jpeg_is_refused_not_grey_filled() -> None:
+    data = photo_bytes()
+    for cut in (len(data) // 4, len(data) - 100, len(data) - 2):
+        with pytest.raises(ApiError) as caught:
+            decode_image(data[:cut], LIMIT)
+        assert caught.value.code == "unreadable_image"
+
+
+def test_trailing_bytes_after_a_jpeg_are_harmless() -> None:
+    assert decode_image(photo_bytes() + b"\x00trailer\xff\xda junk", LIMIT).rgb.shape == (440, 680, 3)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from app.errors import ApiError
-from app.imaging.encode import EncoderSettings, compose, encode, foreground_box
+from app.imaging.encode import Cutout, EncoderSettings, encode, foreground_box
 from tests.images import decode
 
 RED = (200, 30, 40)
@@ -23,7 +23,7 @@ def _subject() -> tuple[np.ndarray, np.ndarray]:
 
 def test_transparent_output_keeps_straight_colours_and_blanks_the_background() -> None:
     rgb, alpha = _subject()
-    out = compose(rgb, alpha, None)
+    out = Cutout(rgb, alpha, None).pixels()
     assert out.shape == (40, 60, 4)
     assert tuple(out[20, 20]) == (*RED, 128), "a semi-transparent pixel must keep its own colour"
     assert tuple(out[0, 0]) == (0, 0, 0, 0), "the removed background must not survive in RGB"
@@ -32,7 +32,7 @@ def test_transparent_output_keeps_straight_colours_and_blanks_the_background() -
 
 def test_opaque_background_is_composited() -> None:
     rgb, alpha = _subject()
-    out = compose(rgb, alpha, (0, 0, 255, 255))
+    out = Cutout(rgb, alpha, (0, 0, 255, 255)).pixels()
     assert out.shape == (40, 60, 3)
     assert tuple(out[0, 0]) == (0, 0, 255)
     assert tuple(out[15, 30]) == RED
@@ -42,7 +42,7 @@ def test_opaque_background_is_composited() -> None:
 
 def test_translucent_background_is_porter_duff_over() -> None:
     rgb, alpha = _subject()
-    out = compose(rgb, alpha, (0, 0, 255, 128))
+    out = Cutout(rgb, alpha, (0, 0, 255, 128)).pixels()
     assert out.shape == (40, 60, 4)
     assert tuple(out[0, 0]) == (0, 0, 255, 128)
     assert tuple(out[15, 30]) == (*RED, 255)
@@ -59,22 +59,34 @@ def test_foreground_box() -> None:
 @pytest.mark.parametrize("fmt", ["png", "webp", "jpeg"])
 def test_encode_formats_round_trip(fmt: str) -> None:
     rgb, alpha = _subject()
-    pixels = compose(rgb, alpha, None if fmt != "jpeg" else (255, 255, 255, 255))
-    image = decode(encode(pixels, fmt, EncoderSettings()))  # type: ignore[arg-type]
+    cutout = Cutout(rgb, alpha, None if fmt != "jpeg" else (255, 255, 255, 255))
+    image = decode(encode(cutout, fmt, EncoderSettings()))  # type: ignore[arg-type]
     assert image.format == {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}[fmt]
     assert image.size == (60, 40)
     assert image.mode == ("RGB" if fmt == "jpeg" else "RGBA")
 
 
 def test_mask_encodes_as_grayscale() -> None:
-    _, alpha = _subject()
-    image = decode(encode(alpha, "png", EncoderSettings()))
+    rgb, alpha = _subject()
+    image = decode(encode(Cutout(rgb, alpha, mask_only=True), "png", EncoderSettings()))
     assert image.mode == "L"
     assert np.array_equal(np.asarray(image), alpha)
 
 
 def test_webp_size_limit_is_a_clear_error() -> None:
-    wide = np.zeros((1, 17000, 4), dtype=np.uint8)
+    wide = Cutout(np.zeros((1, 17000, 3), dtype=np.uint8), np.zeros((1, 17000), dtype=np.uint8))
     with pytest.raises(ApiError) as caught:
         encode(wide, "webp", EncoderSettings())
     assert caught.value.status == 422
+
+
+@pytest.mark.parametrize("background", [None, (0, 0, 255, 255), (0, 0, 255, 128)])
+def test_compose_takes_crops_and_tiny_shapes(background: tuple[int, int, int, int] | None) -> None:
+    rgb, alpha = _subject()
+    for rows, cols in [(slice(10, 30), slice(20, 40)), (slice(0, 1), slice(0, 1)), (slice(5, 6), slice(0, 60))]:
+        view_rgb, view_alpha = rgb[rows, cols], alpha[rows, cols]  # views, not contiguous
+        out = Cutout(view_rgb, view_alpha, background).pixels()
+        assert out.shape[:2] == view_alpha.shape
+        assert np.array_equal(Cutout(view_rgb.copy(), view_alpha.copy(), background).pixels(), out)
+        png = encode(Cutout(view_rgb, view_alpha, background), "png", EncoderSettings(threads=2))
+        assert np.array_equal(np.asarray(decode(png)), out)
