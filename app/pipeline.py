@@ -16,6 +16,7 @@ from app.imaging.decode import decode_image
 from app.imaging.encode import MEDIA_TYPES, WHITE, Cutout, EncoderSettings, OutputFormat, encode, foreground_box
 from app.matting import alpha_from_map, combine_alpha
 from app.model import SaliencyModel
+from app.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class RemoveOptions:
 @dataclass(frozen=True)
 class Limits:
     max_pixels: int = 60_000_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(max_pixels=settings.max_pixels)
 
 
 @dataclass

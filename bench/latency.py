@@ -125,17 +125,20 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
     report: dict[str, Any] = {"impl": impl, "megapixels": megapixels}
     if impl == "ours":
         sys.path.insert(0, str(REPO))
+        from app.imaging.encode import EncoderSettings
         from app.main import load_model
-        from app.pipeline import RemoveOptions, remove_background
+        from app.pipeline import Limits, RemoveOptions, remove_background
         from app.settings import Settings
 
-        settings = Settings()  # cwd is the repo root: the default model path, checked against its pinned hash
+        # The service's own configuration (INTRA_OP_THREADS etc. may be set); cwd is the repo
+        # root, so the default model path resolves and is checked against its pinned hash.
+        settings = Settings.from_env()
         model = load_model(settings)
-        options = RemoveOptions()
+        options, limits, encoder = RemoveOptions(), Limits.from_settings(settings), EncoderSettings.from_settings(settings)
         report["intra_op_threads"] = settings.intra_op_threads
 
         def call(data: bytes) -> tuple[bytes, dict[str, float]]:
-            result = remove_background(data, options, model)
+            result = remove_background(data, options, model, limits, encoder)
             return result.body, result.timings_ms
 
     else:

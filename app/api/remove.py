@@ -96,8 +96,8 @@ async def remove(
             data,
             options,
             state.model,
-            Limits(max_pixels=settings.max_pixels),
-            EncoderSettings(settings.png_compress_level, settings.jpeg_quality, settings.webp_quality, settings.encode_threads),
+            Limits.from_settings(settings),
+            EncoderSettings.from_settings(settings),
         )
     timings = result.timings_ms
     headers = {

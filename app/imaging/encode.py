@@ -20,6 +20,7 @@ from PIL import Image
 from app import errors
 from app.imaging.color import RGBA
 from app.imaging.png import encode_png
+from app.settings import Settings
 
 OutputFormat = Literal["png", "webp", "jpeg"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
@@ -36,6 +37,10 @@ class EncoderSettings:
     jpeg_quality: int = 90
     webp_quality: int = 90
     threads: int = 1  # PNG bands deflated in parallel
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EncoderSettings:
+        return cls(settings.png_compress_level, settings.jpeg_quality, settings.webp_quality, settings.encode_threads)
 
 
 @dataclass(frozen=True)
