@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__, errors
 from app.api import health, remove
+from app.allocator import return_large_buffers_to_os
 from app.api.deps import ServiceState
 from app.model import SaliencyModel
 from app.model.catalog import U2NETP
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, model: SaliencyModel | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        return_large_buffers_to_os()
         state = ServiceState(settings=settings, runner=Runner(settings.workers, settings.queue_limit), model=model)
         app.state.service = state
         if state.model is None:

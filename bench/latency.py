@@ -125,6 +125,7 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
     report: dict[str, Any] = {"impl": impl, "megapixels": megapixels}
     if impl == "ours":
         sys.path.insert(0, str(REPO))
+        from app.allocator import return_large_buffers_to_os
         from app.imaging.encode import EncoderSettings
         from app.main import load_model
         from app.pipeline import Limits, RemoveOptions, remove_background
@@ -133,6 +134,7 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
         # The service's own configuration (INTRA_OP_THREADS etc. may be set); cwd is the repo
         # root, so the default model path resolves and is checked against its pinned hash.
         settings = Settings.from_env()
+        return_large_buffers_to_os()  # as the service's lifespan does
         model = load_model(settings)
         options, limits, encoder = RemoveOptions(), Limits.from_settings(settings), EncoderSettings.from_settings(settings)
         report["intra_op_threads"] = settings.intra_op_threads
