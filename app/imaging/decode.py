@@ -102,15 +102,15 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             if rgb is not None:
                 return DecodedImage(rgb=rgb, alpha=None, source_format=source_format, icc_profile=image.info.get("icc_profile"))
         image.load()  # animated images stop at the first frame
+        image = _oriented(image)
+        icc_profile = image.info.get("icc_profile") if image.mode != "CMYK" else None
+        rgb, alpha = _to_rgb_and_alpha(image)  # some modes (LAB, HSV TIFFs) Pillow cannot convert
     except Image.DecompressionBombError:
         raise errors.ApiError(413, "image_too_large", "The image header declares far too many pixels.") from None
     except errors.ApiError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as exc:
         raise errors.unreadable_image(_short(exc)) from None
-    image = _oriented(image)
-    icc_profile = image.info.get("icc_profile") if image.mode != "CMYK" else None
-    rgb, alpha = _to_rgb_and_alpha(image)
     return DecodedImage(rgb=rgb, alpha=alpha, source_format=source_format, icc_profile=icc_profile)
 
 

@@ -118,3 +118,18 @@ def test_truncated_jpeg_is_refused_not_grey_filled() -> None:
 
 def test_trailing_bytes_after_a_jpeg_are_harmless() -> None:
     assert decode_image(photo_bytes() + b"\x00trailer\xff\xda junk", LIMIT).rgb.shape == (440, 680, 3)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "I;16", "LA", "PA", "RGBa", "La"])
+@pytest.mark.parametrize("fmt", ["TIFF", "PNG", "WEBP"])
+def test_any_mode_in_any_container_decodes_or_is_a_4xx(mode: str, fmt: str) -> None:
+    try:
+        data = to_bytes(photo().resize((40, 30)).convert("RGBA").convert(mode) if mode not in ("I;16", "HSV") else Image.new(mode, (40, 30)), fmt)
+    except (OSError, ValueError, KeyError):
+        pytest.skip(f"Pillow cannot write {mode} as {fmt}")
+    try:
+        image = decode_image(data, LIMIT)
+    except ApiError as error:
+        assert 400 <= error.status < 500
+    else:
+        assert image.rgb.shape == (30, 40, 3)
