@@ -14,7 +14,7 @@ import numpy as np
 from app.imaging.color import RGBA
 from app.imaging.decode import decode_image
 from app.imaging.encode import MEDIA_TYPES, WHITE, Cutout, EncoderSettings, OutputFormat, encode, foreground_box
-from app.matting import alpha_from_map, combine_alpha
+from app.matting import Matte, alpha_from_map, combine_alpha, refine_matte
 from app.model import SaliencyModel
 from app.settings import Settings
 
@@ -25,6 +25,7 @@ class RemoveOptions:
     background: RGBA | None = None  # None: transparent (white for JPEG)
     mask_only: bool = False
     crop: bool = False
+    refine: bool = False  # guided-filter edges and decontaminated edge colours
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,11 @@ def remove_background(
     watch.lap("decode")
     prob = model.predict(image.rgb)
     watch.lap("model")
-    alpha = combine_alpha(alpha_from_map(prob, image.width, image.height), image.alpha)
+    matte = refine_matte(image.rgb, prob) if options.refine else Matte(alpha_from_map(prob, image.width, image.height))
+    matte.alpha = combine_alpha(matte.alpha, image.alpha)
     watch.lap("matte")
 
-    cutout = _cutout(image.rgb, alpha, options)
+    cutout = _cutout(image.rgb, matte, options)
     body = encode(cutout, options.format, encoder, image.icc_profile)
     watch.lap("encode")
     return Result(
@@ -83,11 +85,10 @@ def remove_background(
     )
 
 
-def _cutout(rgb: np.ndarray, alpha: np.ndarray, options: RemoveOptions) -> Cutout:
+def _cutout(rgb: np.ndarray, matte: Matte, options: RemoveOptions) -> Cutout:
     background = _flatten_for_jpeg(options.background) if options.format == "jpeg" else options.background
-    cutout = Cutout(rgb, alpha, background, options.mask_only)
-    box = foreground_box(alpha) if options.crop else None
-    return cutout.cropped(box) if box else cutout
+    region = foreground_box(matte.alpha) if options.crop else None
+    return Cutout(rgb, matte.alpha, background, options.mask_only, region, matte.foreground)
 
 
 def _flatten_for_jpeg(background: RGBA | None) -> RGBA:

@@ -60,6 +60,17 @@ def _env_int(name: str, default: int, minimum: int = 0, maximum: int | None = No
     return value
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
 def _env_str(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
@@ -78,6 +89,7 @@ class Settings:
     max_queue: int | None = None  # None: derived from workers, see ``queue_limit``
     max_upload_bytes: int = 30 * 1024 * 1024
     max_pixels: int = 60_000_000
+    refine: bool = False  # opt-in until it fits its latency budget (see README)
     png_compress_level: int = 1
     encode_threads: int = field(default_factory=available_cpus)
     jpeg_quality: int = 90
@@ -101,6 +113,7 @@ class Settings:
             max_queue=_env_int("MAX_QUEUE", -1) if os.environ.get("MAX_QUEUE", "").strip() else None,
             max_upload_bytes=_env_int("MAX_UPLOAD_BYTES", defaults.max_upload_bytes, minimum=1),
             max_pixels=_env_int("MAX_PIXELS", defaults.max_pixels, minimum=1),
+            refine=_env_bool("REFINE", defaults.refine),
             png_compress_level=_env_int("PNG_COMPRESS_LEVEL", defaults.png_compress_level, maximum=9),
             encode_threads=_env_int("ENCODE_THREADS", defaults.encode_threads, minimum=1),
             jpeg_quality=_env_int("JPEG_QUALITY", defaults.jpeg_quality, minimum=1, maximum=100),

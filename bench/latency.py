@@ -136,7 +136,7 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
         settings = Settings.from_env()
         return_large_buffers_to_os()  # as the service's lifespan does
         model = load_model(settings)
-        options, limits, encoder = RemoveOptions(), Limits.from_settings(settings), EncoderSettings.from_settings(settings)
+        options, limits, encoder = RemoveOptions(refine=settings.refine), Limits.from_settings(settings), EncoderSettings.from_settings(settings)
         report["intra_op_threads"] = settings.intra_op_threads
 
         def call(data: bytes) -> tuple[bytes, dict[str, float]]:

@@ -79,14 +79,19 @@ async def remove(
     ] = None,
     mask: Annotated[bool, Query(description="Return the 8-bit alpha mask as a grayscale image instead of the cut-out.")] = False,
     crop: Annotated[bool, Query(description="Crop to the subject's bounding box.")] = False,
+    refine: Annotated[
+        bool | None,
+        Query(description="Refine edges against the photo and clean edge colours; the default is the REFINE setting."),
+    ] = None,
 ) -> Response:
+    settings = state.settings
     options = RemoveOptions(
         format=format.value,
         background=parse_color(bg) if bg is not None else None,
         mask_only=mask,
         crop=crop,
+        refine=settings.refine if refine is None else refine,
     )
-    settings = state.settings
     if state.model is None or state.status == "failed":
         raise errors.not_ready()
     async with state.runner.slot():

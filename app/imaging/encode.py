@@ -9,7 +9,8 @@ full-size copy (and never a float one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Literal
 
@@ -43,22 +44,32 @@ class EncoderSettings:
         return cls(settings.png_compress_level, settings.jpeg_quality, settings.webp_quality, settings.encode_threads)
 
 
+Region = tuple[int, int, int, int]  # left, top, right, bottom
+ColourSource = Callable[[np.ndarray, int, int, int, int], np.ndarray]  # (rgb, top, bottom, left, right) -> colours
+
+
 @dataclass(frozen=True)
 class Cutout:
-    """The picture to encode: the photo's pixels, their alpha, and how to show them."""
+    """The picture to encode: the photo, its alpha, the region to show and how to show it."""
 
-    rgb: np.ndarray  # H x W x 3 uint8
+    rgb: np.ndarray  # H x W x 3 uint8, the whole photo
     alpha: np.ndarray  # H x W uint8
     background: RGBA | None = None  # None or fully transparent: keep the alpha
     mask_only: bool = False
+    region: Region | None = None  # None: the whole photo
+    colours: ColourSource | None = None  # edge colours without the old background; None: the photo's
+
+    @property
+    def box(self) -> Region:
+        return self.region or (0, 0, int(self.alpha.shape[1]), int(self.alpha.shape[0]))
 
     @property
     def height(self) -> int:
-        return int(self.alpha.shape[0])
+        return self.box[3] - self.box[1]
 
     @property
     def width(self) -> int:
-        return int(self.alpha.shape[1])
+        return self.box[2] - self.box[0]
 
     @property
     def channels(self) -> int:
@@ -68,9 +79,15 @@ class Cutout:
 
     def rows(self, top: int, bottom: int) -> np.ndarray:
         """Rows ``top:bottom`` of the output, freshly allocated."""
-        rgb, alpha = self.rgb[top:bottom], self.alpha[top:bottom]
+        left, first, right, _ = self.box
+        top, bottom = first + top, first + bottom
+        alpha = self.alpha[top:bottom, left:right]
         if self.mask_only:
             return alpha.copy()
+        if self.colours is not None:
+            rgb = self.colours(self.rgb, top, bottom, left, right)
+        else:
+            rgb = self.rgb[top:bottom, left:right]
         background = self.background
         if background is None or background[3] == 0:
             return _transparent(rgb, alpha)
@@ -85,10 +102,6 @@ class Cutout:
         for top in range(0, self.height, _BAND_ROWS):
             out[top : top + _BAND_ROWS] = self.rows(top, min(top + _BAND_ROWS, self.height))
         return out
-
-    def cropped(self, box: tuple[int, int, int, int]) -> Cutout:
-        left, top, right, bottom = box
-        return replace(self, rgb=self.rgb[top:bottom, left:right], alpha=self.alpha[top:bottom, left:right])
 
 
 def foreground_box(alpha: np.ndarray, threshold: int = CROP_ALPHA_THRESHOLD) -> tuple[int, int, int, int] | None:

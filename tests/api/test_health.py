@@ -60,7 +60,7 @@ def test_openapi_describes_routes_parameters_and_errors(client: httpx.Client) ->
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     remove = spec["paths"]["/remove"]["post"]
-    assert {p["name"] for p in remove["parameters"]} == {"format", "bg", "mask", "crop"}
+    assert {p["name"] for p in remove["parameters"]} == {"format", "bg", "mask", "crop", "refine"}
     assert set(remove["requestBody"]["content"]) == {"multipart/form-data", "application/octet-stream", "image/*"}
     assert {"200", "400", "413", "415", "422", "503"} <= set(remove["responses"])
     assert "/healthz" in spec["paths"]

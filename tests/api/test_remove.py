@@ -160,3 +160,11 @@ def test_small_and_tiny_images(client: httpx.Client) -> None:
         response = client.post("/remove", content=data)
         assert response.status_code == 200, response.text
         assert decode(response.content).size == size
+
+
+def test_refine_is_a_per_request_option(client: httpx.Client) -> None:
+    plain = client.post("/remove?mask=true&refine=false", content=JPEG)
+    refined = client.post("/remove?mask=true&refine=true", content=JPEG)
+    assert plain.status_code == refined.status_code == 200
+    assert decode(refined.content).size == (680, 440)
+    assert plain.content != refined.content
