@@ -5,8 +5,8 @@ the cut-out carries a fringe of the old background. One step of blur-fusion
 (Forte and Pitie, "Approximate fast foreground colour estimation", ICIP 2021)
 estimates local foreground and background colours ``F^``, ``B^`` with box
 filters, then ``F = F^ + alpha (I - alpha F^ - (1 - alpha) B^)``. The local
-colours are smooth, so they come from the working resolution and are applied
-band by band at full resolution like the guided filter's coefficients.
+colours are smooth, so they come from the working resolution and are sampled
+at the full-resolution edge pixels only, like the guided filter's coefficients.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.matting.guided import box_mean
+from app.matting.upsample import unit_to_uint8
 
 _TINY = 1e-6
 _SURE = 0.95  # alpha from which a pixel counts as surely foreground (and 1 - this, background)
@@ -44,4 +45,4 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, colours: np.ndarray) -> np
     image = rgb.astype(np.float32) * (1.0 / 255.0)
     foreground, background = colours[:, :3], colours[:, 3:]
     estimate = foreground + a * (image - a * foreground - (1.0 - a) * background)
-    return np.clip(estimate * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return unit_to_uint8(estimate)

@@ -4,8 +4,8 @@ The model sees the photo at 320 x 320, so its mask, scaled up, is soft and
 blocky at the edges. The guided filter fits, in every window, alpha as a
 linear function of the photo's colour (``alpha = a . I + b``); the fitted
 ``a`` and ``b`` are smooth, so they are computed at a capped working
-resolution and applied to the full-resolution photo band by band ("fast
-guided filter"): the edges follow the photo's own edges, at O(N) cost.
+resolution and applied to the full-resolution photo ("fast guided filter"):
+the edges follow the photo's own edges, at O(N) cost.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def guided_coefficients(guide: np.ndarray, source: np.ndarray, radius: int, eps:
 
 
 def apply_coefficients(coefficients: np.ndarray, guide: np.ndarray) -> np.ndarray:
-    """``a . I + b`` for a band: ``coefficients`` rows x W x 4, ``guide`` rows x W x 3 (uint8 or 0..1)."""
+    """``a . I + b``: ``coefficients`` H x W x 4, ``guide`` H x W x 3 (uint8 or 0..1 floats)."""
     scale = 1.0 / 255.0 if guide.dtype == np.uint8 else 1.0
     colour = guide.astype(np.float32) * scale
     return np.einsum("hwc,hwc->hw", coefficients[:, :, :3], colour) + coefficients[:, :, 3]

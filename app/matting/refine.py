@@ -10,6 +10,7 @@ import numpy as np
 from app.matting.fields import UpsampledField
 from app.matting.foreground import decontaminate, local_colours
 from app.matting.guided import apply_coefficients, guided_coefficients
+from app.matting.upsample import unit_to_uint8
 
 _BAND_ROWS = 256
 
@@ -62,7 +63,7 @@ def refine_matte(rgb: np.ndarray, prob: np.ndarray, settings: RefineSettings = R
     coefficients = guided_coefficients(guide, coarse, radius, settings.eps)
     working_alpha = np.clip(apply_coefficients(coefficients, guide), 0.0, 1.0)
 
-    alpha = _to_uint8(working_alpha)
+    alpha = unit_to_uint8(working_alpha)
     if size != (width, height):
         alpha = cv2.resize(alpha, (width, height), interpolation=cv2.INTER_LINEAR)
         field = UpsampledField(coefficients, width, height)
@@ -72,7 +73,7 @@ def refine_matte(rgb: np.ndarray, prob: np.ndarray, settings: RefineSettings = R
             if ys.size:
                 a = field.at(ys + top, xs)
                 colour = rgb[ys + top, xs].astype(np.float32) * (1.0 / 255.0)
-                band[ys, xs] = _to_uint8(np.einsum("nc,nc->n", a[:, :3], colour) + a[:, 3])
+                band[ys, xs] = unit_to_uint8(np.einsum("nc,nc->n", a[:, :3], colour) + a[:, 3])
 
     colour_radius = max(1, round(settings.colour_radius * model_pixel))
     colours = UpsampledField(local_colours(guide, working_alpha, colour_radius), width, height)
@@ -81,7 +82,3 @@ def refine_matte(rgb: np.ndarray, prob: np.ndarray, settings: RefineSettings = R
 
 def _edge_pixels(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.nonzero((alpha > 0) & (alpha < 255))
-
-
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    return np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)

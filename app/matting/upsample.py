@@ -10,9 +10,14 @@ import cv2
 import numpy as np
 
 
+def unit_to_uint8(values: np.ndarray) -> np.ndarray:
+    """0..1 floats to rounded, clipped 0..255 bytes."""
+    return np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def alpha_from_map(prob: np.ndarray, width: int, height: int) -> np.ndarray:
     """``prob`` in 0..1 at model resolution -> ``uint8`` alpha at ``width`` x ``height``."""
-    small = np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    small = unit_to_uint8(prob)
     if small.shape == (height, width):
         return small
     shrinking = width * height < small.shape[0] * small.shape[1]
