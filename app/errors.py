@@ -70,5 +70,5 @@ def busy(retry_after_s: int) -> ApiError:
     )
 
 
-def not_ready() -> ApiError:
-    return ApiError(503, "starting", "The model is still warming up.", headers={"Retry-After": "1"})
+def model_unavailable() -> ApiError:
+    return ApiError(503, "model_unavailable", "The model failed to start; /healthz says why.", headers={"Retry-After": "30"})

@@ -93,7 +93,7 @@ async def remove(
         refine=settings.refine if refine is None else refine,
     )
     if state.model is None or state.status == "failed":
-        raise errors.not_ready()
+        raise errors.model_unavailable()
     async with state.runner.slot():
         data = await read_upload(request, settings.max_upload_bytes)
         result = await state.runner.run(
