@@ -36,12 +36,12 @@ class Matte:
         region = rgb[top:bottom, left:right]
         if self._colours is None:
             return region
-        ys, xs = _edge_pixels(self.alpha[top:bottom, left:right])
+        alpha = self.alpha[top:bottom, left:right]
+        ys, xs = _edge_pixels(alpha)
         if ys.size == 0:
             return region
-        colours = self._colours.at(ys + top, xs + left)
         out = region.copy()
-        out[ys, xs] = decontaminate(region[ys, xs], self.alpha[top:bottom, left:right][ys, xs], colours)
+        out[ys, xs] = decontaminate(region[ys, xs], alpha[ys, xs], self._colours.at(ys + top, xs + left))
         return out
 
 

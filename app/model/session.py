@@ -107,7 +107,8 @@ class SaliencyModel:
 def _model_input(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """Pillow's antialiased Lanczos to the model's size, as rembg resizes. A large photo is
     first box-averaged to at most 4x that size, so Pillow never copies the full photo.
-    On the dev set this scores MAE 0.0299 against 0.0310 for OpenCV's area resize."""
+    On the dev set this scores MAE 0.0303 / IoU 0.937 against 0.0310 / 0.934 for OpenCV's
+    area resize alone."""
     bounded = (min(rgb.shape[1], 4 * width), min(rgb.shape[0], 4 * height))
     if bounded != (rgb.shape[1], rgb.shape[0]):
         rgb = cv2.resize(rgb, bounded, interpolation=cv2.INTER_AREA)
