@@ -3,8 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.matting import Matte, RefineSettings, refine_matte
-from app.matting.fields import UpsampledField
-from app.matting.foreground import local_colours
+from app.matting.foreground import decontaminate, local_colours
 from app.model import SaliencyModel
 from tests.images import photo
 
@@ -36,10 +35,36 @@ def test_edge_colours_lose_the_old_background() -> None:
     alpha[:, 80:120] = np.linspace(0.0, 1.0, 40)[None, :]
     rgb = (alpha[:, :, None] * ORANGE + (1 - alpha[:, :, None]) * BLUE + 0.5).astype(np.uint8)
     alpha8 = (alpha * 255 + 0.5).astype(np.uint8)
-    colours = UpsampledField(local_colours(rgb.astype(np.float32) / 255, alpha, 45), width, height)
-    cleaned = Matte(alpha8, colours).foreground(rgb, 0, height, 0, width).astype(int)
+    colours = local_colours(rgb.astype(np.float32) / 255, alpha, 45)
     edge = (alpha >= 0.3) & (alpha <= 0.9)
+    cleaned = decontaminate(rgb[edge], alpha8[edge], colours[edge]).astype(int)
     before = np.abs(rgb[edge].astype(int) - ORANGE).max(axis=1).mean()
-    after = np.abs(cleaned[edge] - ORANGE).max(axis=1).mean()
+    after = np.abs(cleaned - ORANGE).max(axis=1).mean()
     assert before > 60 and after < 15, (before, after)
-    assert np.array_equal(cleaned[alpha8 == 255], rgb[alpha8 == 255]), "opaque pixels keep their colour"
+    opaque = alpha8 == 255
+    assert np.array_equal(decontaminate(rgb[opaque], alpha8[opaque], colours[opaque]), rgb[opaque])
+
+
+def test_foreground_puts_edge_colours_in_place_for_any_region() -> None:
+    rgb = np.zeros((4, 5, 3), dtype=np.uint8)
+    alpha = np.full((4, 5), 255, dtype=np.uint8)
+    edges = np.array([1, 7, 18])  # (0, 1), (1, 2), (3, 3)
+    colours = np.array([[10, 10, 10], [20, 20, 20], [30, 30, 30]], dtype=np.uint8)
+    matte = Matte(alpha, edges, colours)
+    whole = matte.foreground(rgb, 0, 4, 0, 5)
+    assert whole[0, 1, 0] == 10 and whole[1, 2, 0] == 20 and whole[3, 3, 0] == 30
+    assert int(whole.sum()) == 3 * (10 + 20 + 30)
+    crop = matte.foreground(rgb, 1, 4, 2, 4)  # rows 1-3, columns 2-3
+    assert crop.shape == (3, 2, 3)
+    assert crop[0, 0, 0] == 20 and crop[2, 1, 0] == 30 and int(crop.sum()) == 3 * (20 + 30)
+    assert not rgb.any(), "the photo itself is never written"
+
+
+def test_refined_cut_out_changes_only_edge_colours(model: SaliencyModel) -> None:
+    rgb = np.asarray(photo())
+    matte = refine_matte(rgb, model.predict(rgb))
+    cleaned = matte.foreground(rgb, 0, rgb.shape[0], 0, rgb.shape[1])
+    changed = (cleaned != rgb).any(axis=2)
+    assert ((matte.alpha[changed] > 0) & (matte.alpha[changed] < 255)).mean() > 0.9
+    assert (matte.alpha[changed] < 255).all(), "opaque pixels keep the photo's colour"
+    assert (matte.alpha[~changed] > 0).mean() > 0.2, "the subject's body is left alone"
