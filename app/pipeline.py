@@ -25,7 +25,7 @@ class RemoveOptions:
     background: RGBA | None = None  # None: transparent (white for JPEG)
     mask_only: bool = False
     crop: bool = False
-    refine: bool = False  # guided-filter edges and decontaminated edge colours
+    refine: bool = True  # guided-filter edges and decontaminated edge colours
 
 
 @dataclass(frozen=True)

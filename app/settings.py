@@ -89,7 +89,7 @@ class Settings:
     max_queue: int | None = None  # None: derived from workers, see ``queue_limit``
     max_upload_bytes: int = 30 * 1024 * 1024
     max_pixels: int = 60_000_000
-    refine: bool = False  # opt-in until it fits its latency budget (see README)
+    refine: bool = True
     png_compress_level: int = 1
     encode_threads: int = field(default_factory=available_cpus)
     jpeg_quality: int = 90
