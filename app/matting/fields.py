@@ -20,7 +20,6 @@ class UpsampledField:
         values = values if values.ndim == 3 else values[:, :, None]
         # cv2.remap interpolates at most four channels at once
         self._groups = [np.ascontiguousarray(values[:, :, c : c + 4], dtype=np.float32) for c in range(0, values.shape[2], 4)]
-        self.width, self.height = width, height
         self._scale_x = values.shape[1] / width
         self._scale_y = values.shape[0] / height
 
