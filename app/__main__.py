@@ -10,8 +10,8 @@ import sys
 
 import uvicorn
 
-from app.main import create_app, load_model
-from app.model import ModelError
+from app.main import create_app
+from app.model import ModelError, load_model
 from app.settings import Settings, SettingsError
 
 

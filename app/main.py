@@ -14,13 +14,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__, errors
-from app.api import health, remove
+from app.api import health, remove, web
 from app.allocator import return_large_buffers_to_os
 from app.api.deps import ServiceState
-from app.model import SaliencyModel
-from app.model.catalog import U2NETP
+from app.model import SaliencyModel, load_model
 from app.runner import QueueFull, Runner
-from app.settings import DEFAULT_MODEL_PATH, Settings
+from app.settings import Settings
 
 logger = logging.getLogger("app")
 
@@ -30,12 +29,6 @@ DESCRIPTION = """Remove the background of a photo on your own server.
 transparent cut-out, the subject on a colour, or the alpha mask. Errors are JSON:
 `{"error": {"code": "...", "message": "..."}}`.
 """
-
-
-def load_model(settings: Settings) -> SaliencyModel:
-    """Load the configured model; the shipped default is also checked against its pinned hash."""
-    expected = U2NETP.sha256 if settings.model_path == DEFAULT_MODEL_PATH else None
-    return SaliencyModel.load(settings.model_path, settings.intra_op_threads, expected_sha256=expected)
 
 
 def create_app(settings: Settings | None = None, model: SaliencyModel | None = None) -> FastAPI:
@@ -68,6 +61,7 @@ def create_app(settings: Settings | None = None, model: SaliencyModel | None = N
     )
     app.include_router(remove.router)
     app.include_router(health.router)
+    app.include_router(web.router)
     _add_error_handlers(app)
     return app
 

@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_MODEL_PATH = Path("models/u2netp.onnx")
+# Beside the code, not the working directory: `bgremove` runs from wherever the photos are.
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "u2netp.onnx"
 
 
 def available_cpus() -> int:

@@ -127,7 +127,7 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
         sys.path.insert(0, str(REPO))
         from app.allocator import return_large_buffers_to_os
         from app.imaging.encode import EncoderSettings
-        from app.main import load_model
+        from app.model import load_model
         from app.pipeline import Limits, RemoveOptions, remove_background
         from app.settings import Settings
 

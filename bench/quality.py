@@ -74,7 +74,7 @@ def _decode_mask(png: bytes) -> np.ndarray:
 
 
 def our_masker(refine: bool) -> Masker:
-    from app.main import load_model
+    from app.model import load_model
     from app.pipeline import RemoveOptions, remove_background
     from app.settings import Settings
 

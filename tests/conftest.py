@@ -12,8 +12,8 @@ import httpx
 import pytest
 import uvicorn
 
-from app.main import create_app, load_model
-from app.model import SaliencyModel
+from app.main import create_app
+from app.model import SaliencyModel, load_model
 from app.settings import Settings
 
 
