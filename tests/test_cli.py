@@ -1,0 +1,146 @@
+"""``bgremove``: the installed console script over real photos, in-process and through a live server."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.cli import Job, Progress, plan_jobs
+from tests.conftest import LiveServer
+from tests.images import dev_images, dev_mask
+
+BGREMOVE = Path(sys.executable).parent / "bgremove"
+
+
+def bgremove(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BGREMOVE), *map(str, args)], capture_output=True, text=True, timeout=240, cwd=cwd)
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """Three real photos, one in a sub-folder, and one broken file among them."""
+    folder = tmp_path / "in"
+    (folder / "more").mkdir(parents=True)
+    first, second, third = dev_images()[:3]
+    shutil.copy(first, folder / first.name)
+    shutil.copy(second, folder / second.name)
+    shutil.copy(third, folder / "more" / third.name)
+    (folder / "broken.jpg").write_bytes(b"a text file named like a photo")
+    (folder / "notes.txt").write_text("not an image, and not taken from a folder")
+    return folder
+
+
+def test_a_folder_is_cut_out_recursively_and_one_broken_file_fails_the_run(photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run = bgremove(photos, "-o", out, "--workers", "2")
+
+    assert run.returncode == 1, run.stderr
+    assert "3 done, 1 failed" in run.stderr
+    assert "broken.jpg: The bytes are not an image format" in run.stderr
+    written = sorted(path.relative_to(out).as_posix() for path in out.rglob("*"))
+    expected = sorted(f"{image.stem}.png" for image in dev_images()[:2]) + ["more", f"more/{dev_images()[2].stem}.png"]
+    assert written == expected  # no output for the broken file or the text file, no partial files
+    for source in dev_images()[:2]:
+        cutout = Image.open(out / f"{source.stem}.png")
+        assert cutout.mode == "RGBA" and cutout.size == Image.open(source).size
+        alpha = np.asarray(cutout.getchannel("A"), dtype=np.float32) / 255.0
+        assert np.abs(alpha - dev_mask(source)).mean() < 0.06  # a real cut-out of the lemur, not a blank
+
+
+def test_skip_existing_leaves_finished_outputs_alone(photos: Path, tmp_path: Path) -> None:
+    (photos / "broken.jpg").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    done = out / f"{dev_images()[0].stem}.png"
+    done.write_bytes(b"an earlier run's output")
+
+    run = bgremove(photos, "-o", out, "--skip-existing", "--no-refine")
+
+    assert run.returncode == 0, run.stderr
+    assert "2 done, 0 failed, 1 skipped" in run.stderr
+    assert done.read_bytes() == b"an earlier run's output"
+
+
+def test_one_file_to_a_named_file_takes_the_format_from_its_suffix(tmp_path: Path) -> None:
+    source = dev_images()[0]
+    run = bgremove(source, "-o", tmp_path / "cut.webp", "--crop", "-q")
+
+    assert run.returncode == 0, run.stderr
+    cutout = Image.open(tmp_path / "cut.webp")
+    assert cutout.format == "WEBP" and cutout.mode == "RGBA"
+    assert cutout.width < Image.open(source).width  # cropped to the lemur
+
+
+def test_jpeg_on_a_colour_through_a_glob(tmp_path: Path) -> None:
+    source = dev_images()[0]
+    shutil.copy(source, tmp_path / source.name)
+    run = bgremove("*.jpg", "-o", "out", "--format", "jpeg", "--bg", "red", cwd=tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    result = np.asarray(Image.open(tmp_path / "out" / f"{source.stem}.jpg").convert("RGB"), dtype=np.int16)
+    background = dev_mask(source) < 0.01
+    assert np.abs(result[background] - (255, 0, 0)).mean() < 12
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["no-such-photo.jpg", "-o", "out"], "no such file, folder or match: no-such-photo.jpg"),
+        (["{image}", "-o", "cut.webp", "--format", "png"], "contradicts the output file's suffix"),
+        (["{image}", "{image2}", "-o", "cut.png"], "names one file, but 2 inputs were given"),
+        (["{image}", "-o", "out", "--bg", "not-a-colour"], "--bg"),
+        (["{image}", "-o", "out", "--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+def test_usage_errors_stop_before_any_work(tmp_path: Path, args: list[str], message: str) -> None:
+    image, image2 = dev_images()[:2]
+    run = bgremove(*(arg.format(image=image, image2=image2) for arg in args), cwd=tmp_path)
+
+    assert run.returncode == 2
+    assert message in run.stderr
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("cut.*"))
+
+
+def test_server_mode_sends_the_work_to_a_running_service(photos: Path, tmp_path: Path, server: LiveServer) -> None:
+    out = tmp_path / "out"
+    run = bgremove(photos, "-o", out, "--server", server.url, "--mask", "--workers", "2")
+
+    assert run.returncode == 1, run.stderr
+    assert "3 done, 1 failed" in run.stderr
+    assert "broken.jpg: The bytes are not an image format" in run.stderr and "(415)" in run.stderr
+    mask = Image.open(out / f"{dev_images()[0].stem}.png")
+    assert mask.mode == "L" and mask.size == Image.open(dev_images()[0]).size
+
+
+def test_server_mode_reports_an_unreachable_server(tmp_path: Path) -> None:
+    run = bgremove(dev_images()[0], "-o", tmp_path / "out", "--server", "http://127.0.0.1:9")
+
+    assert run.returncode == 1
+    assert "cannot reach http://127.0.0.1:9" in run.stderr
+
+
+def test_names_that_would_collide_keep_their_suffixes_apart(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "a.png").write_bytes(b"")
+
+    jobs = plan_jobs([str(tmp_path / "a.jpg"), str(tmp_path / "a.png")], Path("out"), "png", into_file=False)
+
+    assert jobs == [Job(tmp_path / "a.jpg", Path("out/a.png")), Job(tmp_path / "a.png", Path("out/a.png.png"))]
+
+
+def test_progress_line_shows_count_rate_eta_and_failures() -> None:
+    stream = io.StringIO()
+    progress = Progress(4, stream)
+    progress.started -= 2.0  # two seconds in
+    progress.advance()
+    progress.advance(failed=True)
+
+    line = progress.line(progress.started + 2.0)
+    assert line.startswith("[############............] 2/4  50%  1.0 img/s  ETA 2s  1 failed")
