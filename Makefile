@@ -9,12 +9,14 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 BENCH_INSTALLED := $(VENV)/.installed-bench
 
-.PHONY: run test setup model bench clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: run test setup model browser bench clean
 
 run: setup
 	$(PY) -m app
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
 
 setup: $(INSTALLED) model
@@ -27,6 +29,16 @@ $(INSTALLED): pyproject.toml
 
 model: $(INSTALLED)
 	$(PY) scripts/fetch_model.py
+
+# The web page's tests drive Debian's chromium through Playwright (no browser download);
+# without root to install it they are skipped, except under CI, where they fail.
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; \
+	  else echo "no $(CHROMIUM) and no root to install it: the browser tests will be skipped"; fi; }
 
 $(BENCH_INSTALLED): $(INSTALLED)
 	$(PY) -m pip install --quiet -e '.[dev,export,bench]'
