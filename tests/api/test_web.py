@@ -111,7 +111,28 @@ def test_an_option_change_reruns_the_photo(page) -> None:  # type: ignore[no-unt
     assert page.problems == []
 
 
+def test_a_photo_dropped_on_the_page_is_cut_out(page) -> None:  # type: ignore[no-untyped-def]
+    source = dev_images()[2]
+    transfer = page.evaluate_handle(
+        """(bytes) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], "dropped.jpg", { type: "image/jpeg" }));
+            return transfer;
+        }""",
+        list(source.read_bytes()),
+    )
+
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    page.wait_for_selector("#download[download='dropped-cutout.png'][aria-disabled='false']", timeout=60_000)
+
+    shown = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
+    assert shown == list(Image.open(source).size)
+
+
 def test_an_unreadable_file_shows_the_api_message(page) -> None:  # type: ignore[no-untyped-def]
+    page.set_input_files("#file", str(dev_images()[0]))
+    page.wait_for_selector("#download[aria-disabled='false']", timeout=60_000)
+
     page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a photo at all"}])
 
     error = page.wait_for_selector("#error:not(:empty)", timeout=30_000)
