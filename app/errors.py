@@ -72,3 +72,8 @@ def busy(retry_after_s: int) -> ApiError:
 
 def model_unavailable() -> ApiError:
     return ApiError(503, "model_unavailable", "The model failed to start; /healthz says why.", headers={"Retry-After": "30"})
+
+
+def shutting_down() -> ApiError:
+    """Sent while draining after SIGTERM; another replica, or this one restarted, will take it."""
+    return ApiError(503, "shutting_down", "The service is shutting down; send the image again.", headers={"Retry-After": "1"})

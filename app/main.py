@@ -14,8 +14,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__, errors
-from app.api import health, remove, web
+from app.api import health, metrics, remove, web
+from app.api.access import AccessMiddleware
 from app.allocator import return_large_buffers_to_os
+from app.metrics import Metrics
 from app.api.deps import ServiceState
 from app.model import SaliencyModel, load_model
 from app.runner import QueueFull, Runner
@@ -34,17 +36,19 @@ transparent cut-out, the subject on a colour, or the alpha mask. Errors are JSON
 def create_app(settings: Settings | None = None, model: SaliencyModel | None = None) -> FastAPI:
     """Build the app; pass ``model`` to reuse one that is already loaded (the entry point does)."""
     settings = settings or Settings.from_env()
+    observed = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         return_large_buffers_to_os()
         state = ServiceState(settings=settings, runner=Runner(settings.workers, settings.queue_limit), model=model)
         app.state.service = state
+        observed.watch(state.runner)
         if state.model is None:
             started = time.perf_counter()
             state.model = await asyncio.to_thread(load_model, settings)
             state.timings["load"] = round((time.perf_counter() - started) * 1000.0, 1)
-        warm_up = asyncio.create_task(_warm_up(state))
+        warm_up = asyncio.create_task(_warm_up(state, observed))
         try:
             yield
         finally:
@@ -59,14 +63,17 @@ def create_app(settings: Settings | None = None, model: SaliencyModel | None = N
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.state.metrics = observed
     app.include_router(remove.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(web.router)
     _add_error_handlers(app)
+    app.add_middleware(AccessMiddleware, metrics=observed)
     return app
 
 
-async def _warm_up(state: ServiceState) -> None:
+async def _warm_up(state: ServiceState, observed: Metrics) -> None:
     """Run one inference in the pool before /healthz says ok; requests queue behind it."""
     assert state.model is not None
     started = time.perf_counter()
@@ -77,6 +84,8 @@ async def _warm_up(state: ServiceState) -> None:
         logger.error("model %s failed its warm-up inference: %s", state.model.info.path, exc)
         return
     state.timings["warm_up"] = round((time.perf_counter() - started) * 1000.0, 1)
+    for phase, ms in state.timings.items():
+        observed.startup_seconds.labels(phase).set(ms / 1000.0)
     if state.status == "starting":
         state.status = "ok"
         info = state.model.info
@@ -87,20 +96,24 @@ def _add_error_handlers(app: FastAPI) -> None:
     def as_response(error: errors.ApiError) -> JSONResponse:
         return JSONResponse(error.to_json(), status_code=error.status, headers=error.headers)
 
+    def rejected(request: Request, error: errors.ApiError) -> JSONResponse:
+        request.app.state.metrics.rejected.labels(error.code).inc()
+        return as_response(error)
+
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, errors.ApiError)
-        return as_response(exc)
+        return rejected(request, exc)
 
     async def on_queue_full(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, QueueFull)
-        return as_response(errors.busy(exc.retry_after_s))
+        return rejected(request, errors.busy(exc.retry_after_s))
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc'][1:]) or error['loc'][0]}: {error['msg']}" for error in exc.errors()
         )
-        return as_response(errors.invalid_option(problems or "invalid request"))
+        return rejected(request, errors.invalid_option(problems or "invalid request"))
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

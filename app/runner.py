@@ -8,6 +8,7 @@ with 503 at once instead of being buffered into memory first.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -65,7 +66,8 @@ class Runner:
 
         self._running += 1
         try:
-            result, elapsed = await loop.run_in_executor(self._executor, job)
+            # The caller's context (its request id) goes along, so the job's log lines carry it.
+            result, elapsed = await loop.run_in_executor(self._executor, contextvars.copy_context().run, job)
         finally:
             self._running -= 1
         self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * elapsed

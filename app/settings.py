@@ -76,6 +76,13 @@ def _env_str(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
 
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _env_str(name, default).lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 class SettingsError(ValueError):
     """A setting in the environment has a value the service cannot use."""
 
@@ -96,6 +103,9 @@ class Settings:
     jpeg_quality: int = 90
     webp_quality: int = 90
     log_level: str = "info"
+    log_format: str = "json"  # one JSON object a line, for log collectors; "text" for people
+    drain_seconds: int = 0  # after SIGTERM, keep listening this long while refusing new work
+    graceful_timeout_seconds: int = 30  # then wait this long for in-flight requests
 
     @property
     def queue_limit(self) -> int:
@@ -120,4 +130,7 @@ class Settings:
             jpeg_quality=_env_int("JPEG_QUALITY", defaults.jpeg_quality, minimum=1, maximum=100),
             webp_quality=_env_int("WEBP_QUALITY", defaults.webp_quality, minimum=1, maximum=100),
             log_level=_env_str("LOG_LEVEL", defaults.log_level).lower(),
+            log_format=_env_choice("LOG_FORMAT", defaults.log_format, ("json", "text")),
+            drain_seconds=_env_int("DRAIN_SECONDS", defaults.drain_seconds),
+            graceful_timeout_seconds=_env_int("GRACEFUL_TIMEOUT_SECONDS", defaults.graceful_timeout_seconds, minimum=1),
         )

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.images import REPO, photo_bytes
+from tests.images import REPO, large_photo_bytes, photo_bytes
 
 
 def _run_app(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -40,29 +44,105 @@ def test_bad_setting_stops_startup_with_one_line() -> None:
     assert result.stderr.strip() == "error: WORKERS must be an integer, got 'many'"
 
 
-def test_serves_then_stops_cleanly_on_sigterm() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app"], cwd=REPO, env={**os.environ, "PORT": str(port)}, stderr=subprocess.PIPE, text=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
+class Service:
+    """``python -m app`` as a real process on a free port, its stderr kept for the assertions."""
+
+    def __init__(self, **env: str) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app"],
+            cwd=REPO,
+            env={**os.environ, "PORT": str(self.port), **env},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stderr = ""
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(url + "/healthz").status_code == 200:
-                    break
+                if httpx.get(self.url + "/healthz").status_code == 200:
+                    return
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline and process.poll() is None, "the service did not become ready"
+            assert time.monotonic() < deadline and self.process.poll() is None, "the service did not become ready"
             time.sleep(0.1)
-        response = httpx.post(url + "/remove", files={"file": ("cat.jpg", photo_bytes())}, timeout=60)
+
+    def wait_until(self, condition: Callable[[dict[str, Any]], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition(httpx.get(self.url + "/healthz").json()):
+            assert time.monotonic() < deadline, "the service never reached the expected state"
+            time.sleep(0.01)
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _, self.stderr = self.process.communicate(timeout=timeout)
+        return self.process.returncode
+
+
+def test_serves_then_stops_cleanly_on_sigterm() -> None:
+    service = Service()
+    try:
+        service.wait_ready()
+        response = httpx.post(service.url + "/remove", files={"file": ("cat.jpg", photo_bytes())}, timeout=60)
         assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
+        returncode = service.stop()
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why it ended
-    assert process.returncode in (0, -signal.SIGTERM)
-    assert "Application shutdown complete" in stderr
+    assert returncode in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in service.stderr
+
+
+def test_logs_are_json_lines_carrying_the_request_id() -> None:
+    service = Service(LOG_FORMAT="json")
+    try:
+        service.wait_ready()
+        response = httpx.post(
+            service.url + "/remove", content=photo_bytes(), headers={"X-Request-ID": "upload-42"}, timeout=60
+        )
+        assert response.status_code == 200 and response.headers["x-request-id"] == "upload-42"
+        httpx.post(service.url + "/remove", content=b"not an image", timeout=60)
+    finally:
+        service.stop()
+
+    entries = [json.loads(line) for line in service.stderr.splitlines() if line.strip()]  # every line parses
+    access = [entry for entry in entries if entry["logger"] == "app.access"]
+    served, refused = (entry for entry in access if entry["path"] == "/remove")
+    assert served["request_id"] == "upload-42" and served["status"] == 200 and served["method"] == "POST"
+    assert served["bytes_out"] > 0 and served["duration_ms"] > 0
+    assert refused["status"] == 415 and len(refused["request_id"]) == 32 and refused["request_id"] != "upload-42"
+    assert {"time", "level", "message"} <= served.keys()
+    assert any("Application startup complete" in entry["message"] for entry in entries)
+
+
+@pytest.mark.parametrize("drain_seconds", [0, 3])
+def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_work(drain_seconds: int) -> None:
+    """With a drain, new work gets a 503 and /healthz says stopping; without, new connections are refused."""
+    service = Service(WORKERS="1", DRAIN_SECONDS=str(drain_seconds), LOG_FORMAT="text")
+    large = large_photo_bytes(12)
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            service.wait_ready()
+            in_flight = pool.submit(httpx.post, service.url + "/remove", content=large, timeout=120)
+            service.wait_until(lambda health: health["in_flight"] == 1)
+            service.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            if drain_seconds:
+                health = httpx.get(service.url + "/healthz")
+                assert health.status_code == 503 and health.json()["status"] == "stopping"
+                refused = httpx.post(service.url + "/remove", content=photo_bytes(), timeout=60)
+                assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+                assert refused.headers["retry-after"] == "1"
+            else:
+                with pytest.raises(httpx.ConnectError):
+                    httpx.post(service.url + "/remove", content=photo_bytes(), timeout=60)
+            response = in_flight.result(timeout=120)
+            assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+        finally:
+            returncode = service.stop()
+    assert returncode in (0, -signal.SIGTERM)

@@ -8,7 +8,8 @@ from app.settings import DEFAULT_MODEL_PATH, Settings, SettingsError, available_
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HOST", "PORT", "MODEL_PATH", "WORKERS", "INTRA_OP_THREADS", "MAX_QUEUE", "MAX_UPLOAD_BYTES", "MAX_PIXELS"):
+    names = ("HOST", "PORT", "MODEL_PATH", "WORKERS", "INTRA_OP_THREADS", "MAX_QUEUE", "MAX_UPLOAD_BYTES", "MAX_PIXELS")
+    for name in (*names, "LOG_FORMAT", "DRAIN_SECONDS", "GRACEFUL_TIMEOUT_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings.from_env()
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
@@ -16,6 +17,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.workers == available_cpus() and settings.intra_op_threads == 1
     assert settings.queue_limit == 2 * settings.workers
     assert settings.max_upload_bytes == 30 * 1024 * 1024 and settings.max_pixels == 60_000_000
+    assert settings.log_format == "json" and settings.drain_seconds == 0 and settings.graceful_timeout_seconds == 30
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,13 +26,23 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODEL_PATH", "/models/u2net.onnx")
     monkeypatch.setenv("WORKERS", "3")
     monkeypatch.setenv("MAX_QUEUE", "0")
+    monkeypatch.setenv("LOG_FORMAT", "Text")
+    monkeypatch.setenv("DRAIN_SECONDS", "5")
     settings = Settings.from_env()
+    assert settings.log_format == "text" and settings.drain_seconds == 5
     assert (settings.host, settings.port, settings.workers) == ("0.0.0.0", 9000, 3)
     assert settings.model_path == Path("/models/u2net.onnx")
     assert settings.queue_limit == 0
 
 
-@pytest.mark.parametrize(("name", "value"), [("PORT", "http"), ("WORKERS", "0"), ("PNG_COMPRESS_LEVEL", "12"), ("MAX_QUEUE", "-1")])
+@pytest.mark.parametrize(("name", "value"), [
+        ("PORT", "http"),
+        ("WORKERS", "0"),
+        ("PNG_COMPRESS_LEVEL", "12"),
+        ("MAX_QUEUE", "-1"),
+        ("LOG_FORMAT", "xml"),
+        ("GRACEFUL_TIMEOUT_SECONDS", "0"),
+    ],)
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):

@@ -58,7 +58,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error("Upload larger than MAX_UPLOAD_BYTES, or image larger than MAX_PIXELS."),
     415: _error("Not an image this service reads (sniffed from the bytes), or a Content-Type that is not accepted."),
     422: _error("An image that cannot be decoded, or an invalid option."),
-    503: _error("At capacity or still warming up; see Retry-After."),
+    503: _error("At capacity, still warming up, or shutting down; see Retry-After."),
 }
 
 
@@ -92,6 +92,8 @@ async def remove(
         crop=crop,
         refine=settings.refine if refine is None else refine,
     )
+    if state.status == "stopping":
+        raise errors.shutting_down()
     if state.model is None or state.status == "failed":
         raise errors.model_unavailable()
     async with state.runner.slot():
@@ -105,6 +107,7 @@ async def remove(
             EncoderSettings.from_settings(settings),
         )
     timings = result.timings_ms
+    request.app.state.metrics.observe_image(timings)
     headers = {
         "X-Width": str(result.width),
         "X-Height": str(result.height),
