@@ -6,6 +6,9 @@ Run from anywhere (``make bench`` calls ``.venv/bin/python bench/latency.py``)::
     .venv/bin/python bench/latency.py --sizes 0.5,12 --repeats 1
     .venv/bin/python bench/latency.py --only ours
 
+"ours-unrefined" is our pipeline with ``refine=false``, so the table also shows what
+edge refinement costs, measured in the same run.
+
 Both sides do the same job: JPEG bytes in, transparent full-resolution PNG bytes out,
 with U²-Net-p (the same ONNX file) on the CPU. Each (implementation, size) runs in a
 fresh child process, one after another, so its peak RSS (VmHWM) belongs to that run
@@ -41,7 +44,7 @@ CACHE = REPO / ".bench"
 IMAGES = CACHE / "images"
 U2NET_HOME = CACHE / "u2net"
 DEFAULT_SIZES = (0.5, 12.0, 24.0, 48.0)  # megapixels
-IMPLEMENTATIONS = ("ours", "rembg")
+IMPLEMENTATIONS = ("ours", "ours-unrefined", "rembg")  # unrefined: what edge refinement costs, in the same run
 CHILD_TIMEOUT_S = 1800  # a 48 MP run with three repeats on two slow cores stays far below this
 GRAIN_SIGMA = 3.0
 SEED = 20240607
@@ -123,7 +126,7 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
     """Load, warm up once, time ``repeats`` end-to-end calls: bytes in, PNG bytes out."""
     _refuse_network()
     report: dict[str, Any] = {"impl": impl, "megapixels": megapixels}
-    if impl == "ours":
+    if impl.startswith("ours"):
         sys.path.insert(0, str(REPO))
         from app.allocator import return_large_buffers_to_os
         from app.imaging.encode import EncoderSettings
@@ -136,7 +139,8 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
         settings = Settings.from_env()
         return_large_buffers_to_os()  # as the service's lifespan does
         model = load_model(settings)
-        options, limits, encoder = RemoveOptions(refine=settings.refine), Limits.from_settings(settings), EncoderSettings.from_settings(settings)
+        refine = settings.refine and impl == "ours"
+        options, limits, encoder = RemoveOptions(refine=refine), Limits.from_settings(settings), EncoderSettings.from_settings(settings)
         report["intra_op_threads"] = settings.intra_op_threads
 
         def call(data: bytes) -> tuple[bytes, dict[str, float]]:
@@ -196,30 +200,36 @@ def _cell(value: float | None, fmt: str, report: dict[str, Any] | None = None) -
 
 
 def print_table(results: dict[tuple[str, float], dict[str, Any]], sizes: list[float]) -> None:
-    print("\n| size | ours median s | rembg median s | speed-up (rembg/ours) | ours peak RSS MB | rembg peak RSS MB | RSS ratio (ours/rembg) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| size | ours median s | rembg median s | speed-up (rembg/ours) | ours peak RSS MB | rembg peak RSS MB "
+        "| RSS ratio (ours/rembg) | ours unrefined s | refinement adds |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
         ours, rembg = results.get(("ours", size), {}), results.get(("rembg", size), {})
+        plain = results.get(("ours-unrefined", size), {})
+        p_s = plain.get("median_s")
         o_s, r_s = ours.get("median_s"), rembg.get("median_s")
         o_m, r_m = ours.get("peak_rss_mb"), rembg.get("peak_rss_mb")
         speed_up = r_s / o_s if o_s and r_s else None
         rss_ratio = o_m / r_m if o_m and r_m else None
+        added = (o_s / p_s - 1) * 100 if o_s and p_s else None
         print(
             f"| {size:g} MP | {_cell(o_s, '.3f', ours)} | {_cell(r_s, '.3f', rembg)} | {_cell(speed_up, '.2f')}{'x' if speed_up else ''} | "
-            f"{_cell(o_m, '.0f')} | {_cell(r_m, '.0f')} | {_cell(rss_ratio, '.2f')} |"
+            f"{_cell(o_m, '.0f')} | {_cell(r_m, '.0f')} | {_cell(rss_ratio, '.2f')} | {_cell(p_s, '.3f', plain)} | "
+            f"{_cell(added, '+.0f')}{' %' if added is not None else ''} |"
         )
 
     print("\nOutput PNG sizes (bytes) and every timed run (s):")
     for (impl, size), report in results.items():
         if "error" not in report:
-            print(f"  {size:g} MP {impl:5}: {report['png_bytes']:>12,} bytes   runs {report['runs_s']}")
+            print(f"  {size:g} MP {impl:14}: {report['png_bytes']:>12,} bytes   runs {report['runs_s']}")
 
     threads = next((r["intra_op_threads"] for r in results.values() if "intra_op_threads" in r), None)
     print(f"\nOur pipeline's stages in the median run (ms; onnxruntime intra-op threads: {threads}):")
-    for size in sizes:
-        stages = results.get(("ours", size), {}).get("stages_ms")
-        if stages:
-            print(f"  {size:g} MP: " + ", ".join(f"{name} {ms:.0f}" for name, ms in stages.items()))
+    for (impl, size), report in results.items():
+        if report.get("stages_ms"):
+            print(f"  {size:g} MP {impl:14}: " + ", ".join(f"{name} {ms:.0f}" for name, ms in report["stages_ms"].items()))
 
 
 def main() -> None:

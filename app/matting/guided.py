@@ -1,11 +1,9 @@
-"""Edge-aware refinement of the upscaled mask: a colour guided filter (He, Sun and Tang).
+"""The colour guided filter's fit (He, Sun and Tang): alpha as a local affine function of colour.
 
-The model sees the photo at 320 x 320, so its mask, scaled up, is soft and
-blocky at the edges. The guided filter fits, in every window, alpha as a
-linear function of the photo's colour (``alpha = a . I + b``); the fitted
-``a`` and ``b`` are smooth, so they are computed at a capped working
-resolution and applied to the full-resolution photo ("fast guided filter"):
-the edges follow the photo's own edges, at O(N) cost.
+The matte is solved at a capped working resolution. Fitted there as
+``alpha = a . I + b`` in every window, its smooth ``a`` and ``b`` can be scaled
+up and evaluated against the full-resolution photo ("fast guided filter"), so
+the full-size edges follow the photo's own detail at O(N) cost.
 """
 
 from __future__ import annotations
@@ -45,9 +43,3 @@ def guided_coefficients(guide: np.ndarray, source: np.ndarray, radius: int, eps:
     coefficients[:, :, 3] = mean_p - np.einsum("hwc,hwc->hw", coefficients[:, :, :3], mean_i)
     return box_mean(coefficients, radius)
 
-
-def apply_coefficients(coefficients: np.ndarray, guide: np.ndarray) -> np.ndarray:
-    """``a . I + b``: ``coefficients`` H x W x 4, ``guide`` H x W x 3 (uint8 or 0..1 floats)."""
-    scale = 1.0 / 255.0 if guide.dtype == np.uint8 else 1.0
-    colour = guide.astype(np.float32) * scale
-    return np.einsum("hwc,hwc->hw", coefficients[:, :, :3], colour) + coefficients[:, :, 3]

@@ -1,0 +1,1 @@
+"""Benchmarks: run as scripts; the tests import their measures."""
