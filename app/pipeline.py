@@ -67,9 +67,14 @@ def remove_background(
     watch = _Stopwatch()
     image = decode_image(data, limits.max_pixels)
     watch.lap("decode")
-    prob = model.predict(image.rgb)
+    # One box-filtered reduction of the photo serves the model and the refinement's guide.
+    preview = model.reduce(image.rgb)
+    prob = model.predict(preview)
     watch.lap("model")
-    matte = refine_matte(image.rgb, prob) if options.refine else Matte(alpha_from_map(prob, image.width, image.height))
+    if options.refine:
+        matte = refine_matte(image.rgb, prob, preview=preview)
+    else:
+        matte = Matte(alpha_from_map(prob, image.width, image.height))
     matte.alpha = combine_alpha(matte.alpha, image.alpha)
     watch.lap("matte")
 

@@ -38,11 +38,18 @@ def local_colours(colour: np.ndarray, alpha: np.ndarray, radius: int) -> np.ndar
     return np.concatenate(estimates, axis=2)
 
 
-def decontaminate(rgb: np.ndarray, alpha: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """Foreground colours of N edge pixels: ``rgb`` N x 3 uint8, ``alpha`` N uint8 (not 0, not 255),
-    ``colours`` N x 6 from ``local_colours`` sampled at those pixels."""
-    a = alpha.astype(np.float32)[:, None] * (1.0 / 255.0)
-    image = rgb.astype(np.float32) * (1.0 / 255.0)
+def decontaminate(image: np.ndarray, alpha: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Foreground colours (N x 3 uint8) of N edge pixels.
+
+    ``image`` is their colour, N x 3 float32 in 0..1, and is overwritten: at a
+    million edge pixels each temporary is 12 MB, so the arithmetic runs in place.
+    ``alpha`` is N float32 in 0..1; ``colours`` N x 6 from ``local_colours``.
+    """
+    a = alpha[:, None]
     foreground, background = colours[:, :3], colours[:, 3:]
-    estimate = foreground + a * (image - a * foreground - (1.0 - a) * background)
-    return unit_to_uint8(estimate)
+    # F^ + a (I - a F^ - (1 - a) B^)  ==  F^ + a ((I - B^) - a (F^ - B^))
+    image -= background
+    image -= a * (foreground - background)
+    image *= a
+    image += foreground
+    return unit_to_uint8(image)

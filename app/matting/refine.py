@@ -58,7 +58,9 @@ class Matte:
         return out
 
 
-def refine_matte(rgb: np.ndarray, prob: np.ndarray, settings: RefineSettings = RefineSettings()) -> Matte:
+def refine_matte(
+    rgb: np.ndarray, prob: np.ndarray, settings: RefineSettings = RefineSettings(), preview: np.ndarray | None = None
+) -> Matte:
     """Matte the model's uncertain band against the photo, then carry it to full size with clean colours.
 
     The model is sure of most of the picture; around its 0.5 contour it is not.
@@ -67,12 +69,14 @@ def refine_matte(rgb: np.ndarray, prob: np.ndarray, settings: RefineSettings = R
     that alpha is exact away from the edges (0 or 1); on the edge pixels, and
     only there, it is refitted as a local ``a . I + b`` and evaluated against the
     full-resolution photo, so edges follow its real detail, and their foreground
-    colours are estimated in the same pass.
+    colours are estimated in the same pass. ``preview``, a reduction of ``rgb`` of any
+    aspect (the model's), spares reducing the full photo again for the working guide.
     """
     height, width = rgb.shape[:2]
     scale = min(1.0, settings.working_side / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    guide = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(1.0 / 255.0)
+    source = preview if preview is not None and preview.shape[0] >= size[1] and preview.shape[1] >= size[0] else rgb
+    guide = cv2.resize(source, size, interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(1.0 / 255.0)
     prior = np.clip(cv2.resize(prob.astype(np.float32), size, interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
     model_pixel = max(size) / max(prob.shape)  # working pixels per model pixel
     unknown = uncertain_band(prior, max(1, round(settings.band * model_pixel)))
@@ -88,8 +92,11 @@ def refine_matte(rgb: np.ndarray, prob: np.ndarray, settings: RefineSettings = R
     for start in range(0, edges.size, _CHUNK):
         chunk = edges[start : start + _CHUNK]
         sampled = field.at(*np.divmod(chunk, width))
-        pixels = flat_rgb[chunk]
-        chunk_alpha = unit_to_uint8(np.einsum("nc,nc->n", sampled[:, :3], pixels * np.float32(1.0 / 255.0)) + sampled[:, 3])
-        flat_alpha[chunk] = chunk_alpha
+        pixels = flat_rgb[chunk].astype(np.float32)
+        pixels *= np.float32(1.0 / 255.0)
+        chunk_alpha = np.einsum("nc,nc->n", sampled[:, :3], pixels)
+        chunk_alpha += sampled[:, 3]
+        np.clip(chunk_alpha, 0.0, 1.0, out=chunk_alpha)
+        flat_alpha[chunk] = unit_to_uint8(chunk_alpha)
         edge_colours[start : start + _CHUNK] = decontaminate(pixels, chunk_alpha, sampled[:, 4:])
     return Matte(alpha, edges, edge_colours)

@@ -99,6 +99,11 @@ class SaliencyModel:
             return np.zeros_like(prob)
         return (prob - low) / (high - low)
 
+    def reduce(self, rgb: np.ndarray) -> np.ndarray:
+        """The photo box-averaged to at most 4x the model's input, the first step of ``predict``:
+        made once, it also serves the refinement, which would otherwise reduce the photo again."""
+        return _bounded(rgb, self.info.input_width, self.info.input_height)
+
     def warm_up(self) -> None:
         """One real inference, so the first request does not pay for lazy initialisation."""
         self.predict(np.full((self.info.input_height, self.info.input_width, 3), 127, dtype=np.uint8))
@@ -109,10 +114,14 @@ def _model_input(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     first box-averaged to at most 4x that size, so Pillow never copies the full photo.
     On the dev set this scores MAE 0.0303 / IoU 0.937 against 0.0310 / 0.934 for OpenCV's
     area resize alone."""
+    return np.asarray(Image.fromarray(_bounded(rgb, width, height)).resize((width, height), Image.Resampling.LANCZOS))
+
+
+def _bounded(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     bounded = (min(rgb.shape[1], 4 * width), min(rgb.shape[0], 4 * height))
-    if bounded != (rgb.shape[1], rgb.shape[0]):
-        rgb = cv2.resize(rgb, bounded, interpolation=cv2.INTER_AREA)
-    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.LANCZOS))
+    if bounded == (rgb.shape[1], rgb.shape[0]):
+        return rgb
+    return cv2.resize(rgb, bounded, interpolation=cv2.INTER_AREA)
 
 
 def _describe(session: ort.InferenceSession, path: Path, digest: str) -> ModelInfo:

@@ -40,12 +40,13 @@ def test_edge_colours_lose_the_old_background() -> None:
     alpha8 = (alpha * 255 + 0.5).astype(np.uint8)
     colours = local_colours(rgb.astype(np.float32) / 255, alpha, 45)
     edge = (alpha >= 0.3) & (alpha <= 0.9)
-    cleaned = decontaminate(rgb[edge], alpha8[edge], colours[edge]).astype(int)
+    unit = rgb.astype(np.float32) / 255
+    cleaned = decontaminate(unit[edge], alpha[edge], colours[edge]).astype(int)
     before = np.abs(rgb[edge].astype(int) - ORANGE).max(axis=1).mean()
     after = np.abs(cleaned - ORANGE).max(axis=1).mean()
     assert before > 60 and after < 15, (before, after)
     opaque = alpha8 == 255
-    assert np.array_equal(decontaminate(rgb[opaque], alpha8[opaque], colours[opaque]), rgb[opaque])
+    assert np.array_equal(decontaminate(unit[opaque], alpha[opaque], colours[opaque]), rgb[opaque])
 
 
 def test_foreground_puts_edge_colours_in_place_for_any_region() -> None:
