@@ -24,6 +24,9 @@ from app.model.catalog import KNOWN_MODELS
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _DEFAULT_SIDE = 320  # for files with a dynamic spatial input
+_PRECISIONS = ("float32", "float16", "int8")
+# QuantizeLinear also matches DequantizeLinear and DynamicQuantizeLinear.
+_QUANTISED_OPS = (b"QuantizeLinear", b"QLinearConv", b"ConvInteger", b"MatMulInteger")
 _FIX_HINT = "run `make model` to fetch the default U²-Net-p, or set MODEL_PATH to a U²-Net ONNX file"
 
 
@@ -53,7 +56,7 @@ class SaliencyModel:
     def __init__(self, session: ort.InferenceSession, info: ModelInfo) -> None:
         self._session = session
         self._output_name = session.get_outputs()[0].name  # the fused map
-        self._input_dtype = np.float16 if info.precision == "float16" else np.float32
+        self._input_dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
         self.info = info
 
     @classmethod
@@ -81,7 +84,7 @@ class SaliencyModel:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own zoo of types
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"model file {path} is not a loadable ONNX model ({reason}); {_FIX_HINT}") from None
-        info = _describe(session, path, digest)
+        info = _describe(session, path, data, digest)
         return cls(session, info)
 
     def predict(self, rgb: np.ndarray) -> np.ndarray:
@@ -124,7 +127,21 @@ def _bounded(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(rgb, bounded, interpolation=cv2.INTER_AREA)
 
 
-def _describe(session: ort.InferenceSession, path: Path, digest: str) -> ModelInfo:
+def _precision(session: ort.InferenceSession, data: bytes) -> str:
+    """``float32``, ``float16`` or ``int8``: as scripts/export_onnx.py records it in the file's
+    metadata, else inferred: a float16 input, or onnxruntime's quantisation operators, whose
+    names appear verbatim in the serialised graph (onnxruntime does not list a session's nodes)."""
+    declared = session.get_modelmeta().custom_metadata_map.get("precision")
+    if declared in _PRECISIONS:
+        return declared
+    if session.get_inputs()[0].type == "tensor(float16)":
+        return "float16"
+    if any(op in data for op in _QUANTISED_OPS):
+        return "int8"
+    return "float32"
+
+
+def _describe(session: ort.InferenceSession, path: Path, data: bytes, digest: str) -> ModelInfo:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     shape = inputs[0].shape if len(inputs) == 1 else []
     if len(shape) != 4 or shape[1] not in (3, "3") or not outputs or len(outputs[0].shape) != 4:
@@ -142,7 +159,7 @@ def _describe(session: ort.InferenceSession, path: Path, digest: str) -> ModelIn
         input_name=inputs[0].name,
         input_height=height,
         input_width=width,
-        precision="float16" if inputs[0].type == "tensor(float16)" else "float32",
+        precision=_precision(session, data),
         provider=session.get_providers()[0],
         onnxruntime_version=ort.__version__,
     )

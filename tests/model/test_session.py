@@ -41,3 +41,20 @@ def test_corrupt_model_names_the_fix(tmp_path: Path) -> None:
 def test_wrong_hash_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="corrupt"):
         SaliencyModel.load(Path("models/u2netp.onnx"), expected_sha256="0" * 64)
+
+
+def test_precision_is_inferred_for_files_without_our_metadata(tmp_path: Path) -> None:
+    """Files quantised or halved by other tools: onnxruntime's own converters, no metadata."""
+    onnx = pytest.importorskip("onnx")  # the export extra
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    shipped = Path("models/u2netp.onnx")
+    int8, fp16 = tmp_path / "int8.onnx", tmp_path / "fp16.onnx"
+    quantize_dynamic(shipped, int8, weight_type=QuantType.QUInt8)
+    onnx.save(convert_float_to_float16(onnx.load(shipped)), fp16)
+
+    assert SaliencyModel.load(int8).info.precision == "int8"
+    halved = SaliencyModel.load(fp16)
+    assert halved.info.precision == "float16"
+    assert halved.predict(np.asarray(photo())).shape == (320, 320)  # fed float16
