@@ -11,12 +11,12 @@ BENCH_INSTALLED := $(VENV)/.installed-bench
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test setup model browser bench clean
+.PHONY: run test setup model browser buildah image lock bench clean
 
 run: setup
 	$(PY) -m app
 
-test: setup browser
+test: setup browser buildah
 	$(PY) -m pytest
 
 setup: $(INSTALLED) model
@@ -39,6 +39,36 @@ browser:
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; \
 	  else echo "no $(CHROMIUM) and no root to install it: the browser tests will be skipped"; fi; }
+
+# The container image's test (tests/deploy/test_image.py) builds the Dockerfile with Debian's
+# buildah on a debootstrapped base (no Docker daemon, no registry); without root to install
+# them it is skipped, except under CI, where it fails.
+buildah:
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's buildah and debootstrap for the image test"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends buildah debootstrap >/dev/null; \
+	  else echo "no buildah/debootstrap and no root to install them: the image test will be skipped"; fi; }
+
+# The container image: `docker build` where a Docker daemon answers, else buildah on a local
+# Debian base (deploy/offline-build.sh; needs root, and `make buildah` for the tools).
+IMAGE ?= bgremove:latest
+image:
+	@if docker info >/dev/null 2>&1; then docker build -t $(IMAGE) .; \
+	else echo "no Docker daemon: building with buildah (deploy/offline-build.sh)"; deploy/offline-build.sh localhost/$(IMAGE); fi
+
+# requirements.lock: the runtime dependencies' closure with exact versions, resolved in a clean
+# throwaway venv from the public index only (this machine's pip config and local wheels ignored).
+lock:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_EXTRA_INDEX_URL= PIP_CONSTRAINT= \
+	  "$$tmp/venv/bin/pip" install --quiet --disable-pip-version-check . && \
+	{ echo "# The runtime dependencies' closure, pinned: what the Docker image installs (--no-deps)."; \
+	  echo "# Regenerate with \`make lock\` after changing [project] dependencies in pyproject.toml."; \
+	  "$$tmp/venv/bin/pip" freeze --exclude bgremove --disable-pip-version-check; } > requirements.lock
+	@echo "requirements.lock: $$(grep -c '==' requirements.lock) pinned packages"
 
 $(BENCH_INSTALLED): $(INSTALLED)
 	$(PY) -m pip install --quiet -e '.[dev,export,bench]'
