@@ -78,4 +78,4 @@ bench: $(BENCH_INSTALLED) model
 	$(PY) bench/latency.py
 
 clean:
-	rm -rf $(VENV) models .pytest_cache
+	rm -rf $(VENV) models .pytest_cache .bench .buildah
