@@ -14,8 +14,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__, errors
-from app.api import health, metrics, remove, web
+from app.api import health, metrics, remove, removebg, web
 from app.api.access import AccessMiddleware
+from app.api.auth import Guard, rate_limit_headers
 from app.allocator import return_large_buffers_to_os
 from app.metrics import Metrics
 from app.api.deps import ServiceState
@@ -30,6 +31,10 @@ DESCRIPTION = """Remove the background of a photo on your own server.
 `POST /remove` takes an image (multipart field `file`, or the raw bytes) and returns a
 transparent cut-out, the subject on a colour, or the alpha mask. Errors are JSON:
 `{"error": {"code": "...", "message": "..."}}`.
+
+`POST /v1.0/removebg` and `GET /v1.0/account` answer remove.bg's v1.0 API (its parameters,
+headers and error shape), so remove.bg clients switch by changing the base URL.
+With `API_KEYS` set, the API needs a key: `X-Api-Key`, or `Authorization: Bearer`.
 """
 
 
@@ -64,7 +69,9 @@ def create_app(settings: Settings | None = None, model: SaliencyModel | None = N
         lifespan=lifespan,
     )
     app.state.metrics = observed
+    app.state.guard = Guard.from_settings(settings)
     app.include_router(remove.router)
+    app.include_router(removebg.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(web.router)
@@ -98,7 +105,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     def rejected(request: Request, error: errors.ApiError) -> JSONResponse:
         request.app.state.metrics.rejected.labels(error.code).inc()
-        return as_response(error)
+        response = as_response(error)
+        for name, value in rate_limit_headers(request).items():  # a refused image still spent its token
+            response.headers.setdefault(name, value)
+        return response
 
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, errors.ApiError)

@@ -2,10 +2,15 @@
 
 Plain synchronous Python with no knowledge of HTTP or threads, so the API,
 the CLI, the tests and the benchmarks all run exactly the same code.
+
+``matte_photo`` is the same decode -> model -> matte, stopping before the
+band-wise compose and encode: it hands back the photo and its alpha as whole
+arrays, for callers that lay the cut-out out themselves (the remove.bg API).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -13,7 +18,8 @@ import numpy as np
 
 from app.imaging.color import RGBA
 from app.imaging.decode import decode_image
-from app.imaging.encode import MEDIA_TYPES, WHITE, Cutout, EncoderSettings, OutputFormat, encode, foreground_box
+from app.imaging.encode import MEDIA_TYPES, WHITE, Cutout, EncoderSettings, OutputFormat, Region, encode, foreground_box
+from app.imaging.layout import BoxSpec, Layer, shrink_to_pixels
 from app.matting import Matte, alpha_from_map, combine_alpha, refine_matte
 from app.model import SaliencyModel
 from app.settings import Settings
@@ -26,6 +32,13 @@ class RemoveOptions:
     mask_only: bool = False
     crop: bool = False
     refine: bool = True  # guided-filter edges and decontaminated edge colours
+
+
+@dataclass(frozen=True)
+class MatteOptions:
+    refine: bool = True
+    max_pixels: int | None = None  # shrink the photo to at most this first: every later stage gets cheaper
+    region: BoxSpec | None = None  # of the photo as sent; only in here can be subject, the rest is background
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,13 @@ class Result:
     media_type: str
     width: int
     height: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class MattedPhoto:
+    layer: Layer  # the photo (shrunk if asked), edge colours cleaned of the old background, and its alpha
+    icc_profile: bytes | None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -67,14 +87,7 @@ def remove_background(
     watch = _Stopwatch()
     image = decode_image(data, limits.max_pixels)
     watch.lap("decode")
-    # One box-filtered reduction of the photo serves the model and the refinement's guide.
-    preview = model.reduce(image.rgb)
-    prob = model.predict(preview)
-    watch.lap("model")
-    if options.refine:
-        matte = refine_matte(image.rgb, prob, preview=preview)
-    else:
-        matte = Matte(alpha_from_map(prob, image.width, image.height))
+    matte = _matte(image.rgb, model, options.refine, watch)
     matte.alpha = combine_alpha(matte.alpha, image.alpha)
     watch.lap("matte")
 
@@ -90,13 +103,61 @@ def remove_background(
     )
 
 
+def matte_photo(data: bytes, options: MatteOptions, model: SaliencyModel, limits: Limits = Limits()) -> MattedPhoto:
+    """Decode, shrink, and matte the photo (or only its ``region``), as whole arrays."""
+    watch = _Stopwatch()
+    image = decode_image(data, limits.max_pixels)
+    rgb, own_alpha = image.rgb, image.alpha
+    if options.max_pixels is not None:
+        rgb = shrink_to_pixels(rgb, options.max_pixels)
+        own_alpha = shrink_to_pixels(own_alpha, options.max_pixels) if own_alpha is not None else None
+    height, width = rgb.shape[:2]
+    region = (0, 0, width, height)
+    if options.region is not None:
+        region = _scaled(options.region.resolve(image.width, image.height), width / image.width, height / image.height)
+    watch.lap("decode")
+
+    left, top, right, bottom = region
+    photo = np.ascontiguousarray(rgb[top:bottom, left:right])
+    matte = _matte(photo, model, options.refine, watch)
+    alpha = combine_alpha(matte.alpha, None if own_alpha is None else own_alpha[top:bottom, left:right])
+    layer = Layer(matte.foreground(photo, 0, bottom - top, 0, right - left), alpha)
+    if region != (0, 0, width, height):  # outside the region everything is background
+        whole = Layer(rgb, np.zeros((height, width), np.uint8))
+        whole.paste(layer, left, top)
+        layer = whole
+    watch.lap("matte")
+    return MattedPhoto(layer=layer, icc_profile=image.icc_profile, timings_ms=watch.timings_ms)
+
+
+def _matte(rgb: np.ndarray, model: SaliencyModel, refine: bool, watch: _Stopwatch) -> Matte:
+    # One box-filtered reduction of the photo serves the model and the refinement's guide.
+    preview = model.reduce(rgb)
+    prob = model.predict(preview)
+    watch.lap("model")
+    if refine:
+        return refine_matte(rgb, prob, preview=preview)
+    return Matte(alpha_from_map(prob, int(rgb.shape[1]), int(rgb.shape[0])))
+
+
+def _scaled(region: Region, x_factor: float, y_factor: float) -> Region:
+    """A region of the photo as sent, in the pixels of its shrunk copy (rounded outwards)."""
+    left, top, right, bottom = region
+    return (
+        int(left * x_factor),
+        int(top * y_factor),
+        max(int(left * x_factor) + 1, math.ceil(right * x_factor)),
+        max(int(top * y_factor) + 1, math.ceil(bottom * y_factor)),
+    )
+
+
 def _cutout(rgb: np.ndarray, matte: Matte, options: RemoveOptions) -> Cutout:
-    background = _flatten_for_jpeg(options.background) if options.format == "jpeg" else options.background
+    background = flatten_for_jpeg(options.background) if options.format == "jpeg" else options.background
     region = foreground_box(matte.alpha) if options.crop else None
     return Cutout(rgb, matte.alpha, background, options.mask_only, region, matte.foreground)
 
 
-def _flatten_for_jpeg(background: RGBA | None) -> RGBA:
+def flatten_for_jpeg(background: RGBA | None) -> RGBA:
     """JPEG has no alpha: a missing or translucent background is laid over white."""
     if background is None:
         return WHITE

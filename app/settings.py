@@ -6,8 +6,10 @@ Nothing else in the app reads ``os.environ``: the app is built from a
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +85,38 @@ def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks around and between the commas are dropped."""
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+
+
+_HOST_PATTERN = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _url_allow_list(name: str) -> tuple[str, ...]:
+    """``*``, host names (``example.com``, ``*.example.com``) and IP networks (``10.0.0.0/8``, ``127.0.0.1``)."""
+    entries = tuple(entry.lower() for entry in _env_list(name))
+    for entry in entries:
+        if entry == "*" or _HOST_PATTERN.fullmatch(entry):
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{name} entries must be '*', a host name like example.com or *.example.com, or an IP network "
+                f"like 10.0.0.0/8; got {entry!r}"
+            ) from None
+    return entries
+
+
+def _api_keys(name: str) -> tuple[str, ...]:
+    keys = _env_list(name)
+    for key in keys:
+        if not key.isprintable() or any(char.isspace() for char in key):
+            raise SettingsError(f"{name} keys must be printable and without spaces (they travel in HTTP headers)")
+    return keys
+
+
 class SettingsError(ValueError):
     """A setting in the environment has a value the service cannot use."""
 
@@ -106,6 +140,10 @@ class Settings:
     log_format: str = "json"  # one JSON object a line, for log collectors; "text" for people
     drain_seconds: int = 0  # after SIGTERM, keep listening this long while refusing new work
     graceful_timeout_seconds: int = 30  # then wait this long for in-flight requests
+    api_keys: tuple[str, ...] = ()  # empty: the API is open; else every API route needs one of these keys
+    rate_limit_per_minute: int = 0  # images per minute per key (per client address without keys); 0: no limit
+    image_url_allow: tuple[str, ...] = ()  # where remove.bg's image_url may fetch from; empty: image_url is off
+    image_url_timeout_seconds: int = 10  # the whole download of one image_url, redirects included
 
     @property
     def queue_limit(self) -> int:
@@ -133,4 +171,10 @@ class Settings:
             log_format=_env_choice("LOG_FORMAT", defaults.log_format, ("json", "text")),
             drain_seconds=_env_int("DRAIN_SECONDS", defaults.drain_seconds),
             graceful_timeout_seconds=_env_int("GRACEFUL_TIMEOUT_SECONDS", defaults.graceful_timeout_seconds, minimum=1),
+            api_keys=_api_keys("API_KEYS"),
+            rate_limit_per_minute=_env_int("RATE_LIMIT_PER_MINUTE", defaults.rate_limit_per_minute),
+            image_url_allow=_url_allow_list("IMAGE_URL_ALLOW"),
+            image_url_timeout_seconds=_env_int(
+                "IMAGE_URL_TIMEOUT_SECONDS", defaults.image_url_timeout_seconds, minimum=1, maximum=300
+            ),
         )

@@ -47,3 +47,44 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, valu
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):
         Settings.from_env()
+
+
+def test_access_settings_default_to_an_open_api_without_image_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("API_KEYS", "RATE_LIMIT_PER_MINUTE", "IMAGE_URL_ALLOW", "IMAGE_URL_TIMEOUT_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings.from_env()
+    assert settings.api_keys == () and settings.rate_limit_per_minute == 0
+    assert settings.image_url_allow == () and settings.image_url_timeout_seconds == 10
+
+
+def test_access_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEYS", " first-key, second_key ,,")
+    monkeypatch.setenv("RATE_LIMIT_PER_MINUTE", "120")
+    monkeypatch.setenv("IMAGE_URL_ALLOW", "Images.Example.com, *.cdn.example.org, 10.0.0.0/8, 127.0.0.1, ::1, *")
+    monkeypatch.setenv("IMAGE_URL_TIMEOUT_SECONDS", "3")
+    settings = Settings.from_env()
+    assert settings.api_keys == ("first-key", "second_key")
+    assert settings.rate_limit_per_minute == 120
+    assert settings.image_url_allow == ("images.example.com", "*.cdn.example.org", "10.0.0.0/8", "127.0.0.1", "::1", "*")
+    assert settings.image_url_timeout_seconds == 3
+
+
+@pytest.mark.parametrize(("name", "value"), [
+        ("RATE_LIMIT_PER_MINUTE", "-1"),
+        ("RATE_LIMIT_PER_MINUTE", "lots"),
+        ("IMAGE_URL_ALLOW", "http://example.com/"),
+        ("IMAGE_URL_ALLOW", "10.0.0.0/33"),
+        ("IMAGE_URL_ALLOW", "exa mple.com"),
+        ("IMAGE_URL_TIMEOUT_SECONDS", "0"),
+        ("IMAGE_URL_TIMEOUT_SECONDS", "301"),
+    ],)
+def test_bad_access_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env()
+
+
+def test_api_keys_with_spaces_inside_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEYS", "good,has space")
+    with pytest.raises(SettingsError, match="API_KEYS"):
+        Settings.from_env()

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from app import errors
+from app.api.auth import MeteredCaller
 from app.api.deps import State
 from app.api.upload import FILE_FIELD, read_upload
 from app.imaging.color import parse_color
@@ -55,9 +56,12 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
     400: _error("Empty body, malformed multipart, or no `file` field."),
+    401: _error("No API key (only when API_KEYS is set); a browser is asked for one with a Basic challenge."),
+    403: _error("An API key that is not valid."),
     413: _error("Upload larger than MAX_UPLOAD_BYTES, or image larger than MAX_PIXELS."),
     415: _error("Not an image this service reads (sniffed from the bytes), or a Content-Type that is not accepted."),
     422: _error("An image that cannot be decoded, or an invalid option."),
+    429: _error("Rate limit exceeded (RATE_LIMIT_PER_MINUTE); see Retry-After and X-RateLimit-*."),
     503: _error("At capacity, still warming up, or shutting down; see Retry-After."),
 }
 
@@ -72,6 +76,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 async def remove(
     request: Request,
     state: State,
+    caller: MeteredCaller,
     format: Annotated[Format, Query(description="Output format. JPEG has no transparency: it is laid on `bg`, white by default.")] = Format.png,
     bg: Annotated[
         str | None,
@@ -113,5 +118,6 @@ async def remove(
         "X-Height": str(result.height),
         "X-Processing-Time-Ms": f"{sum(timings.values()):.1f}",
         "Server-Timing": ", ".join(f"{name};dur={ms}" for name, ms in timings.items()),
+        **caller.headers,
     }
     return Response(content=result.body, media_type=result.media_type, headers=headers)

@@ -2,7 +2,8 @@
 
 Starlette's form parser spools uploads over 1 MB to temporary files; we
 stream the multipart body through python-multipart ourselves and keep only
-the ``file`` part, in memory, stopping as soon as the limit is passed.
+the parts we asked for (``file`` for ``/remove``), in memory, stopping as soon
+as a limit is passed.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ _RAW_TYPES = (b"", b"application/octet-stream")
 
 
 async def read_upload(request: Request, max_bytes: int) -> bytes:
-    mime, params = parse_options_header(request.headers.get("content-type"))
+    mime, _ = parse_options_header(request.headers.get("content-type"))
     mime = mime.lower()
     declared = request.headers.get("content-length", "")
     if mime == b"multipart/form-data":
         if declared.isdigit() and int(declared) > max_bytes + _MULTIPART_OVERHEAD:
             raise errors.upload_too_large(max_bytes)
-        data = await _read_multipart(request, params.get(b"boundary"), max_bytes)
+        data = await _read_multipart(request, max_bytes)
     elif mime in _RAW_TYPES or mime.startswith(b"image/"):
         if declared.isdigit() and int(declared) > max_bytes:
             raise errors.upload_too_large(max_bytes)
@@ -56,19 +57,27 @@ async def _read_raw(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-class _FilePart:
-    """python-multipart callbacks that keep the bytes of the ``file`` field only."""
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``max_bytes``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise errors.upload_too_large(max_bytes)
+    return await _read_raw(request, max_bytes)
 
-    def __init__(self, max_bytes: int) -> None:
+
+class _Parts:
+    """python-multipart callbacks that keep the bytes of the named fields only (the first of each name)."""
+
+    def __init__(self, names: frozenset[str], max_bytes: int) -> None:
+        self.names = names
         self.max_bytes = max_bytes
-        self.found = False
-        self.data = bytearray()
+        self.fields: dict[str, bytearray] = {}
         self._header_name = b""
         self._header_value = b""
-        self._in_file = False
+        self._current: bytearray | None = None
 
     def on_part_begin(self) -> None:
-        self._in_file = False
+        self._current = None
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
@@ -79,16 +88,17 @@ class _FilePart:
     def on_header_end(self) -> None:
         if self._header_name.lower() == b"content-disposition":
             _, params = parse_options_header(self._header_value)
-            if params.get(b"name") == FILE_FIELD.encode() and not self.found:
-                self.found = self._in_file = True
+            name = params.get(b"name", b"").decode("utf-8", "replace")
+            if name in self.names and name not in self.fields:
+                self._current = self.fields[name] = bytearray()
         self._header_name = self._header_value = b""
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if not self._in_file:
+        if self._current is None:
             return
-        if len(self.data) + (end - start) > self.max_bytes:
+        if len(self._current) + (end - start) > self.max_bytes:
             raise errors.upload_too_large(self.max_bytes)
-        self.data += data[start:end]
+        self._current += data[start:end]
 
     def callbacks(self) -> dict[str, object]:
         return {
@@ -100,24 +110,39 @@ class _FilePart:
         }
 
 
-async def _read_multipart(request: Request, boundary: bytes | None, max_bytes: int) -> bytes:
+async def _read_multipart(request: Request, max_bytes: int) -> bytes:
+    fields = await read_multipart_fields(request, frozenset({FILE_FIELD}), max_bytes, max_bytes + _MULTIPART_OVERHEAD)
+    if FILE_FIELD not in fields:
+        raise errors.bad_request(
+            f"The multipart body has no field named '{FILE_FIELD}': send the image as -F {FILE_FIELD}=@photo.jpg."
+        )
+    return fields[FILE_FIELD]
+
+
+async def read_multipart_fields(
+    request: Request, names: frozenset[str], max_part_bytes: int, max_total_bytes: int
+) -> dict[str, bytes]:
+    """The named parts of a multipart body, in memory: each within ``max_part_bytes``, all within ``max_total_bytes``."""
+    _, params = parse_options_header(request.headers.get("content-type"))
+    boundary = params.get(b"boundary")
     if not boundary:
         raise errors.bad_request("The multipart Content-Type has no boundary.")
-    part = _FilePart(max_bytes)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_total_bytes:
+        raise errors.upload_too_large(max_part_bytes)
+    part = _Parts(names, max_part_bytes)
     parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
-    total_limit = max_bytes + _MULTIPART_OVERHEAD
+    total_limit = max_total_bytes
     total = 0
     try:
         async for chunk in request.stream():
             total += len(chunk)
             if total > total_limit:
-                raise errors.upload_too_large(max_bytes)
+                raise errors.upload_too_large(max_part_bytes)
             parser.write(chunk)
         parser.finalize()
     except ParseError:
         raise errors.bad_request("The multipart body is malformed.") from None
     except ClientDisconnect:
         raise errors.bad_request("The client disconnected before the upload finished.") from None
-    if not part.found:
-        raise errors.bad_request(f"The multipart body has no field named '{FILE_FIELD}': send the image as -F {FILE_FIELD}=@photo.jpg.")
-    return bytes(part.data)
+    return {name: bytes(data) for name, data in part.fields.items()}

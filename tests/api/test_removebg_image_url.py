@@ -1,0 +1,234 @@
+"""image_url and bg_image_url: fetched from a local server only where allow-listed; private targets refused.
+
+The only server these tests reach is their own, on 127.0.0.1. The private and
+link-local addresses below (10.0.0.1, 169.254.169.254) are never connected to:
+refusing them before any connection is exactly what is tested.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.errors import ApiError
+from app.model import SaliencyModel
+from app.settings import Settings
+from app.url_fetch import FetchPolicy, fetch_image
+from tests.conftest import LiveServer
+from tests.images import decode, photo, to_bytes
+
+PHOTO = to_bytes(photo().resize((340, 220)), "JPEG", quality=90)
+BACKDROP = to_bytes(Image.new("RGB", (340, 220), (30, 60, 200)), "PNG")
+SLOW_SECONDS = 3.0
+
+
+class _Images(BaseHTTPRequestHandler):
+    """Photos, redirects (some to forbidden places), a web page, a 404, a slow and an endless answer."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        routes = {
+            "/photo.jpg": lambda: self._send(200, PHOTO, "image/jpeg"),
+            "/backdrop.png": lambda: self._send(200, BACKDROP, "image/png"),
+            "/redirect": lambda: self._redirect("/photo.jpg"),
+            "/redirect-to-private": lambda: self._redirect("http://10.0.0.1/photo.jpg"),
+            "/redirect-to-metadata": lambda: self._redirect("http://169.254.169.254/latest/meta-data/"),
+            "/redirect-loop": lambda: self._redirect("/redirect-loop"),
+            "/page.html": lambda: self._send(
+                200, b"<!doctype html><html><body>" + b"x" * 200 + b"</body></html>", "text/html"
+            ),
+            "/slow.jpg": self._slow,
+            "/endless.jpg": self._endless,
+        }
+        routes.get(self.path, lambda: self._send(404, b"not found", "text/plain"))()
+
+    def _send(self, status: int, body: bytes, media_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", media_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _slow(self) -> None:
+        time.sleep(SLOW_SECONDS)
+        self._send(200, PHOTO, "image/jpeg")
+
+    def _endless(self) -> None:
+        """A JPEG-looking stream with no Content-Length, far past any limit (bounded, in case it is not cut off)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.end_headers()
+        try:
+            self.wfile.write(b"\xff\xd8\xff\xe0" + bytes(60))
+            for _ in range(64):
+                self.wfile.write(bytes(64 * 1024))
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Images)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def fetching_server(model: SaliencyModel) -> Iterator[LiveServer]:
+    """Allows exactly 127.0.0.1 (where the image server is); one worker and no queue, to fill it easily."""
+    settings = Settings(
+        workers=1,
+        max_queue=0,
+        image_url_allow=("127.0.0.1",),
+        image_url_timeout_seconds=1,
+        max_upload_bytes=2 * 1024 * 1024,
+    )
+    live = LiveServer(settings, model).start()
+    live.wait_ready()
+    yield live
+    live.stop()
+
+
+def post(server: LiveServer, data: dict[str, str]) -> httpx.Response:
+    return httpx.post(server.url + "/v1.0/removebg", data=data, timeout=60)
+
+
+def error_code(response: httpx.Response) -> str:
+    return str(response.json()["errors"][0]["code"])
+
+
+def test_an_allowed_image_url_is_fetched_and_cut_out(fetching_server: LiveServer, images: str) -> None:
+    response = post(fetching_server, {"image_url": images + "/photo.jpg", "format": "png"})
+    assert response.status_code == 200, response.text
+    image = decode(response.content)
+    assert image.size == (340, 220) and image.mode == "RGBA"
+
+
+def test_redirects_are_followed_when_each_hop_is_allowed(fetching_server: LiveServer, images: str) -> None:
+    assert post(fetching_server, {"image_url": images + "/redirect", "channels": "alpha"}).status_code == 200
+
+
+def test_bg_image_url_is_fetched_the_same_way(fetching_server: LiveServer, images: str) -> None:
+    response = post(
+        fetching_server, {"image_url": images + "/photo.jpg", "bg_image_url": images + "/backdrop.png", "format": "png"}
+    )
+    assert response.status_code == 200, response.text
+    pixels = np.asarray(decode(response.content))
+    assert tuple(pixels[2, 2]) == (30, 60, 200)
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/redirect-to-private", "image_url_refused"),
+        ("/redirect-to-metadata", "image_url_refused"),
+        ("/redirect-loop", "image_url_failed"),
+        ("/missing.jpg", "image_url_failed"),
+        ("/page.html", "image_url_refused"),
+    ],
+)
+def test_bad_targets_are_400(fetching_server: LiveServer, images: str, path: str, code: str) -> None:
+    response = post(fetching_server, {"image_url": images + path})
+    assert response.status_code == 400, response.text
+    assert error_code(response) == code
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.1/photo.jpg",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/x.jpg",
+        "http://0.0.0.0/x.jpg",
+        "file:///etc/passwd",
+        "ftp://127.0.0.1/x.jpg",
+        "http://user:pw@127.0.0.1/x.jpg",
+        "not a url",
+    ],
+)
+def test_targets_off_the_allow_list_are_refused_before_any_connection(fetching_server: LiveServer, url: str) -> None:
+    response = post(fetching_server, {"image_url": url})
+    assert response.status_code == 400, response.text
+    assert error_code(response) == "image_url_refused"
+
+
+def test_a_download_past_the_size_limit_is_413(fetching_server: LiveServer, images: str) -> None:
+    response = post(fetching_server, {"image_url": images + "/endless.jpg"})
+    assert response.status_code == 413, response.text
+    assert error_code(response) == "file_too_large"
+
+
+def test_a_slow_download_times_out_and_holds_its_worker_meanwhile(fetching_server: LiveServer, images: str) -> None:
+    """The fetch runs inside the request's runner slot: with one worker and no queue, others get 503 meanwhile."""
+    results: list[httpx.Response] = []
+    slow = threading.Thread(target=lambda: results.append(post(fetching_server, {"image_url": images + "/slow.jpg"})))
+    started = time.perf_counter()
+    slow.start()
+    time.sleep(0.3)
+    busy = post(fetching_server, {"image_url": images + "/photo.jpg"})
+    slow.join()
+    assert busy.status_code == 503 and error_code(busy) == "busy" and int(busy.headers["retry-after"]) >= 1
+    (timed_out,) = results
+    assert timed_out.status_code == 400 and error_code(timed_out) == "image_url_failed"
+    assert "longer than" in timed_out.json()["errors"][0]["title"]
+    assert time.perf_counter() - started < SLOW_SECONDS
+
+
+# The policy itself, without HTTP around it: what each allow-list admits.
+
+
+def policy(*entries: str) -> FetchPolicy:
+    return FetchPolicy.from_allow_list(entries, max_bytes=1 << 20, timeout_s=2)
+
+
+@pytest.mark.parametrize(
+    ("entries", "url"),
+    [
+        (("*",), "http://127.0.0.1:9/x.jpg"),  # any public host is not the loopback
+        (("*",), "http://localhost:9/x.jpg"),  # a name that resolves to the loopback
+        (("*",), "http://[::ffff:10.0.0.1]/x.jpg"),  # an IPv4-mapped private address
+        (("example.com",), "http://127.0.0.1:9/x.jpg"),  # not on the list at all
+        (("10.0.0.0/8",), "http://169.254.169.254/latest/"),
+        (("127.0.0.1",), "http://127.0.0.2:9/x.jpg"),
+        ((), "http://127.0.0.1:9/x.jpg"),  # no list: image_url is off
+    ],
+)
+def test_the_policy_refuses_non_public_and_unlisted_targets(entries: tuple[str, ...], url: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        fetch_image(url, policy(*entries))
+    assert raised.value.code == "image_url_refused"
+
+
+def test_name_rules_match_the_host_and_its_subdomains() -> None:
+    rules = policy("example.com", "*.cdn.example.org")
+    assert rules.name_allowed("example.com") and rules.name_allowed("EXAMPLE.com.")
+    assert not rules.name_allowed("www.example.com") and not rules.name_allowed("badexample.com")
+    assert rules.name_allowed("a.cdn.example.org") and rules.name_allowed("cdn.example.org")
+    assert not rules.name_allowed("cdn.example.org.evil.com")
+    public, private = ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("192.168.1.10")
+    assert rules.address_allowed(public, by_name=True) and not rules.address_allowed(private, by_name=True)
+    assert not rules.address_allowed(public, by_name=False)
+    assert policy("192.168.0.0/16").address_allowed(private, by_name=False)
+
+
+def test_the_policy_fetches_an_allow_listed_local_image(images: str) -> None:
+    assert fetch_image(images + "/photo.jpg", policy("127.0.0.1")) == PHOTO
