@@ -47,6 +47,30 @@ def test_full_queue_gives_fast_503_with_retry_after(tiny_server: LiveServer) -> 
     for elapsed, response in refused:
         assert response.json()["error"]["code"] == "busy"
         assert int(response.headers["retry-after"]) >= 1
+        assert response.headers["connection"] == "close"  # the refused body is not received and parsed
         assert elapsed < 1.0
     after = httpx.post(tiny_server.url + "/remove", content=photo_bytes(), timeout=60)
     assert after.status_code == 200
+
+
+def test_workers_yield_the_cpu_to_the_event_loop() -> None:
+    """With every core cutting out images, /healthz and refusals must still get the CPU at once."""
+    import asyncio
+    import os
+    import threading
+
+    from app.runner import WORKER_NICENESS, Runner
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    runner = Runner(workers=1, max_queue=0)
+    try:
+        worker, loop = asyncio.run(_niceness_in_pool(runner, niceness)), niceness()
+    finally:
+        runner.shutdown()
+    assert worker == min(19, loop + WORKER_NICENESS)
+
+
+async def _niceness_in_pool(runner, niceness):  # type: ignore[no-untyped-def]
+    return await runner.run(niceness)
