@@ -90,9 +90,12 @@ class Runner:
         return result
 
     def _retry_after_s(self) -> int:
-        """Roughly when a place frees up: the queue ahead, shared among the workers."""
-        ahead = max(1, self._admitted - self.workers + 1)
-        return max(1, math.ceil(ahead * self._mean_job_s / self.workers))
+        """Roughly when the next place frees up: the next of the running jobs to finish.
+
+        Not when the whole queue would have drained: clients told that come back to
+        idle workers (measured: 12 MP at concurrency 16 lost a fifth of its rate).
+        """
+        return max(1, math.ceil(self._mean_job_s / self.workers))
 
     def shutdown(self) -> None:
         """Refuse new work and wait for the jobs already running."""

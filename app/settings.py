@@ -148,7 +148,7 @@ class Settings:
     @property
     def queue_limit(self) -> int:
         """Requests allowed to wait for a worker; enough to keep every worker fed."""
-        return 2 * self.workers if self.max_queue is None else self.max_queue
+        return 4 * self.workers if self.max_queue is None else self.max_queue
 
     @classmethod
     def from_env(cls) -> Settings:

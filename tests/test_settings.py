@@ -15,7 +15,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     assert settings.model_path == DEFAULT_MODEL_PATH
     assert settings.workers == available_cpus() and settings.intra_op_threads == 1
-    assert settings.queue_limit == 2 * settings.workers
+    assert settings.queue_limit == 4 * settings.workers
     assert settings.max_upload_bytes == 30 * 1024 * 1024 and settings.max_pixels == 60_000_000
     assert settings.log_format == "json" and settings.drain_seconds == 0 and settings.graceful_timeout_seconds == 30
 
