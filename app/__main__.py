@@ -68,6 +68,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        http="httptools",  # a runtime dependency: fail loudly rather than fall back to h11
         log_config=None,  # ours, from configure_logging
         access_log=False,  # ours carry the request id and more
         timeout_graceful_shutdown=settings.graceful_timeout_seconds,

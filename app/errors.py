@@ -38,7 +38,7 @@ def bad_request(message: str) -> ApiError:
 
 
 def upload_too_large(limit: int) -> ApiError:
-    return ApiError(413, "file_too_large", f"The upload is larger than the limit of {limit:,} bytes.", headers=dict(_CLOSE))
+    return ApiError(413, "file_too_large", f"The upload is larger than the limit of {limit:,} bytes.")
 
 
 def too_many_pixels(width: int, height: int, limit: int) -> ApiError:
@@ -61,17 +61,12 @@ def invalid_option(message: str) -> ApiError:
     return ApiError(422, "invalid_option", message)
 
 
-# A refused upload's unread body would otherwise be received and thrown away, megabytes of
-# parsing on the event loop per refusal; closing the connection skips that.
-_CLOSE = {"Connection": "close"}
-
-
 def busy(retry_after_s: int) -> ApiError:
     return ApiError(
         503,
         "busy",
         "The server is at capacity; retry after the number of seconds in Retry-After.",
-        headers={"Retry-After": str(retry_after_s), **_CLOSE},
+        headers={"Retry-After": str(retry_after_s)},
     )
 
 

@@ -34,7 +34,7 @@ class LiveServer:
     def __init__(self, settings: Settings, model: SaliencyModel | None = None) -> None:
         self.settings = replace(settings, host="127.0.0.1", port=_free_port())
         self.url = f"http://127.0.0.1:{self.settings.port}"
-        config = uvicorn.Config(create_app(self.settings, model), host="127.0.0.1", port=self.settings.port, log_level="warning")
+        config = uvicorn.Config(create_app(self.settings, model), host="127.0.0.1", port=self.settings.port, log_level="warning", http="httptools")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

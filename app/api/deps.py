@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from app import errors
 from app.runner import Runner
 from app.settings import Settings
 
@@ -24,6 +25,13 @@ class ServiceState:
     status: str = "starting"  # starting -> ok -> stopping, or failed
     failure: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    def check_ready_for_images(self) -> None:
+        """The 503 a new image gets while the service is stopping, or has no working model."""
+        if self.status == "stopping":
+            raise errors.shutting_down()
+        if self.model is None or self.status == "failed":
+            raise errors.model_unavailable()
 
 
 def get_state(request: Request) -> ServiceState:

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app import errors
 from app.api.auth import MeteredCaller
 from app.api.deps import State
 from app.api.upload import FILE_FIELD, read_upload
@@ -97,10 +96,7 @@ async def remove(
         crop=crop,
         refine=settings.refine if refine is None else refine,
     )
-    if state.status == "stopping":
-        raise errors.shutting_down()
-    if state.model is None or state.status == "failed":
-        raise errors.model_unavailable()
+    state.check_ready_for_images()
     async with state.runner.slot():
         data = await read_upload(request, settings.max_upload_bytes)
         result = await state.runner.run(

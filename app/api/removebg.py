@@ -221,10 +221,7 @@ class RemoveBgForm:
 )
 async def removebg(request: Request, state: State, caller: MeteredCaller) -> Response:
     settings = state.settings
-    if state.status == "stopping":
-        raise errors.shutting_down()
-    if state.model is None or state.status == "failed":
-        raise errors.model_unavailable()
+    state.check_ready_for_images()
     async with state.runner.slot():
         form = await _read_form(request, settings.max_upload_bytes)
         options = parse_options(form.fields)

@@ -47,7 +47,6 @@ def test_full_queue_gives_fast_503_with_retry_after(tiny_server: LiveServer) -> 
     for elapsed, response in refused:
         assert response.json()["error"]["code"] == "busy"
         assert int(response.headers["retry-after"]) >= 1
-        assert response.headers["connection"] == "close"  # the refused body is not received and parsed
         assert elapsed < 1.0
     after = httpx.post(tiny_server.url + "/remove", content=photo_bytes(), timeout=60)
     assert after.status_code == 200
