@@ -98,7 +98,7 @@ class SolverSettings:
     eps: float = 1e-4  # colour-line regulariser; Levin's 1e-7 fits JPEG noise, 1e-3 blurs the fur
     confidence: float = 3e-3  # weight of the model's map where it is sure (p near 0 or 1)
     confidence_floor: float = 1e-4  # ... and where it is not: keeps the system well posed
-    tolerance: float = 1e-3  # relative residual at which conjugate gradients stop
+    tolerance: float = 3e-3  # relative residual at which conjugate gradients stop; 1e-3 gained 0.1 % MAE for 12 % more time
     max_iterations: int = 60
 
 

@@ -18,7 +18,7 @@ _CHUNK = 1 << 18  # edge pixels sampled at once: bounds the temporaries (~10 MB)
 
 @dataclass(frozen=True)
 class RefineSettings:
-    working_side: int = 320  # long side of the matting resolution: the model's own; 400-640 scored the same at 4x the cost
+    working_side: int = 224
     band: float = 6.0  # half-width of the unknown band around the map's 0.5 contour, in model pixels
     solver: SolverSettings = SolverSettings()
     carry_radius: int = 1  # window of the affine fit that carries alpha to full resolution, in working pixels
