@@ -34,7 +34,9 @@ class ServiceState:
             raise errors.model_unavailable()
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    """``async`` so FastAPI calls it on the loop: a plain ``def`` would cost every request,
+    /healthz included, a hop through the thread pool and back, waiting on the GIL each way."""
     return request.app.state.service
 
 
