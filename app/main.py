@@ -11,11 +11,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__, errors
 from app.api import health, metrics, remove, removebg, web
 from app.api.access import AccessMiddleware
+from app.api.admission import AdmissionMiddleware, ImageRoute
+from app.api.expect import ExpectContinueMiddleware
 from app.api.auth import Guard, rate_limit_headers
 from app.allocator import return_large_buffers_to_os
 from app.metrics import Metrics
@@ -76,6 +79,13 @@ def create_app(settings: Settings | None = None, model: SaliencyModel | None = N
     app.include_router(metrics.router)
     app.include_router(web.router)
     _add_error_handlers(app)
+    routes = {route.path: route for route in [*remove.router.routes, *removebg.router.routes] if isinstance(route, APIRoute)}
+    image_routes = {
+        "/remove": ImageRoute(routes["/remove"], error_response),
+        "/v1.0/removebg": ImageRoute(routes["/v1.0/removebg"], removebg.removebg_error),
+    }
+    app.add_middleware(AdmissionMiddleware, routes=image_routes, metrics=observed)
+    app.add_middleware(ExpectContinueMiddleware)
     app.add_middleware(AccessMiddleware, metrics=observed)
     return app
 
@@ -99,13 +109,15 @@ async def _warm_up(state: ServiceState, observed: Metrics) -> None:
         logger.info("model %s ready (%s, %dx%d, %s)", info.name, info.precision, info.input_width, info.input_height, info.provider)
 
 
+def error_response(error: errors.ApiError) -> JSONResponse:
+    return JSONResponse(error.to_json(), status_code=error.status, headers=error.headers)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
-    def as_response(error: errors.ApiError) -> JSONResponse:
-        return JSONResponse(error.to_json(), status_code=error.status, headers=error.headers)
 
     def rejected(request: Request, error: errors.ApiError) -> JSONResponse:
         request.app.state.metrics.rejected.labels(error.code).inc()
-        response = as_response(error)
+        response = error_response(error)
         for name, value in rate_limit_headers(request).items():  # a refused image still spent its token
             response.headers.setdefault(name, value)
         return response
@@ -128,11 +140,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return as_response(errors.ApiError(exc.status_code, code, str(exc.detail), dict(exc.headers or {})))
+        return error_response(errors.ApiError(exc.status_code, code, str(exc.detail), dict(exc.headers or {})))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return as_response(errors.ApiError(500, "internal_error", "Something went wrong on our side; the request was not processed."))
+        return error_response(errors.ApiError(500, "internal_error", "Something went wrong on our side; the request was not processed."))
 
     app.add_exception_handler(errors.ApiError, on_api_error)
     app.add_exception_handler(QueueFull, on_queue_full)

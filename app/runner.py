@@ -62,11 +62,17 @@ class Runner:
     def waiting(self) -> int:
         return self._admitted - self._running
 
+    def refusal(self) -> QueueFull | None:
+        """What ``slot`` would raise now: lets a request be turned away before anything else is done for it."""
+        if not self.accepting or self._admitted >= self.workers + self.max_queue:
+            return QueueFull(self._retry_after_s())
+        return None
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of ``workers + max_queue`` places for the whole request."""
-        if not self.accepting or self._admitted >= self.workers + self.max_queue:
-            raise QueueFull(self._retry_after_s())
+        if (refused := self.refusal()) is not None:
+            raise refused
         self._admitted += 1
         try:
             yield

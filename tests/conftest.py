@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import httpx
@@ -57,6 +58,27 @@ class LiveServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+    @contextmanager
+    def busy_with(self, image: bytes, headers: dict[str, str] | None = None) -> Iterator[None]:
+        """While ``image`` is being cut out (WORKERS=1, MAX_QUEUE=0: every place taken)."""
+        response: list[httpx.Response] = []
+
+        def occupy() -> None:
+            response.append(httpx.post(self.url + "/remove", content=image, headers=headers, timeout=120))
+
+        running = threading.Thread(target=occupy)
+        running.start()
+        try:
+            deadline = time.monotonic() + 30
+            while httpx.get(self.url + "/healthz").json()["in_flight"] < 1:
+                assert time.monotonic() < deadline, "the occupying upload never started"
+                time.sleep(0.01)
+            yield
+            assert httpx.get(self.url + "/healthz").json()["in_flight"] == 1, "the occupying image finished too soon"
+        finally:
+            running.join()
+        assert response and response[0].status_code == 200
 
 
 @pytest.fixture(scope="session")
