@@ -8,7 +8,7 @@ machine. Run from the repository root (``make run`` or ``make test`` has made .v
     .venv/bin/python bench/load.py --flood          # flood: 64 concurrent 24 MP uploads for 60 s against ours
     .venv/bin/python bench/load.py --soak           # soak: 10 minutes of mixed valid and broken input against ours
 
-    # on an idle 2-core machine: load about 9 minutes (model limit 15 s, ours ~3 min, rembg ~5 min,
+    # on an idle 2-core machine: load about 10 minutes (model limit 7 x 5 s, ours ~3 min, rembg ~5 min,
     # most of it rembg at 12 MP), flood about 1.5 minutes, soak about 10.5 minutes
 
     # small runs, e.g. to check that it works (a minute or two)
@@ -17,11 +17,14 @@ machine. Run from the repository root (``make run`` or ``make test`` has made .v
     .venv/bin/python bench/load.py --flood --flood-seconds 5 --flood-concurrency 8
     .venv/bin/python bench/load.py --soak --soak-seconds 30 --soak-warmup 5
 
-Load mode (the default). First the model-only limit: one process per available CPU, each with
+Load mode (the default). The model-only limit: one process per available CPU, each with
 a one-thread onnxruntime session of models/u2netp.onnx (the service's session options), runs
 1x3x320x320 inferences for ``--model-seconds``, all together; their summed rate is the most
-images per second any server could cut out here (and one process alone, x the CPUs, is
-printed beside it). Then each server in turn: ours is ``.venv/bin/python -m app`` with its
+images per second any server could cut out here (one process alone, x the CPUs, is printed
+once beside it). Both servers are started and stay up; each (size, concurrency) phase is run
+on ours, then on rembg's, right after a fresh measure of the limit, because this machine's
+speed drifts by 10-30 % over minutes and each ratio should compare runs made under the same
+conditions. Ours is ``.venv/bin/python -m app`` with its
 default settings (HOST and PORT set; anything else in the environment, e.g. WORKERS, passes
 through and /healthz's view of it is printed); rembg's is ``rembg s --no-ui`` (2.0.86, the
 Gradio page left out; ``--rembg-ui`` keeps it) from its own virtual environment,
@@ -46,7 +49,8 @@ stops sending and the server is restarted, so rembg cannot take the machine down
 
 Flood mode: ``--flood-concurrency`` clients each send 24 MP JPEGs back to back for
 ``--flood-seconds``, a 503 followed at once by the next request (``--flood-retry-after``
-makes them wait as Retry-After says, ``--flood-pause-ms`` adds a pause). Reported: the
+makes them wait as Retry-After says, ``--flood-pause-ms`` adds a pause, ``--flood-expect``
+holds each body back until the server asks for it, as curl does). Reported: the
 server's peak RSS against a memory bound derived from the configuration (idle RSS + WORKERS x
 a MAX_PIXELS photo's working set, scaled from README's 48 MP figure + WORKERS + MAX_QUEUE
 uploads of MAX_UPLOAD_BYTES; or ``--memory-bound-mb``), the latency of the 503 answers
@@ -91,7 +95,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +112,7 @@ REMBG_VENV = CACHE / "rembg-venv"
 REMBG_SPEC = "rembg[cli,cpu]==2.0.86"  # [cpu] brings onnxruntime; [cli] the server
 LOGS = CACHE / "logs"
 CHUNK = 256 * 1024
+EXPECT_TIMEOUT_S = 1.0  # curl's --expect100-timeout default
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 START_TIMEOUT_S = 180.0
 SEED = 20240607
@@ -191,6 +196,7 @@ class Job:
     declared_length: int | None = None  # Content-Length to claim; the body is padded with zeros up to it
     expect: frozenset[int] = frozenset({200})
     magic: bytes = b""  # what a 200 body must start with
+    expect_continue: bool = False  # send the body only after the server's 100 (or a second), as curl does
 
     def head(self, port: int) -> bytes:
         length = self.length
@@ -199,6 +205,8 @@ class Job:
             lines.append(f"Content-Type: {self.content_type}")
         if self.method != "GET" or length:
             lines.append(f"Content-Length: {length}")
+        if self.expect_continue and length:
+            lines.append("Expect: 100-continue")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     @property
@@ -290,22 +298,19 @@ class Connection:
         reader, writer = self.reader, self.writer
         assert reader is not None and writer is not None
         writer.write(job.head(self.port))
-        sender = asyncio.create_task(self._send(job)) if job.length else None
+        sender = asyncio.create_task(self._send(job)) if job.length and not job.expect_continue else None
         try:
-            try:
-                raw = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError as exc:
-                if reused and not exc.partial:
-                    raise _Stale from None
-                raise
+            if job.length and job.expect_continue:  # as curl: the body waits for a 100, or a second at most
+                try:
+                    status, headers = await asyncio.wait_for(self._read_head(reader, reused), EXPECT_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    status, headers = 100, {}
+                if status == 100:
+                    sender = asyncio.create_task(self._send(job))
+                    status, headers = await self._read_head(reader, reused=False)
+            else:
+                status, headers = await self._read_head(reader, reused)
             first = time.perf_counter() - started
-            status_line, *header_lines = raw.decode("latin-1").split("\r\n")
-            status = int(status_line.split(" ", 2)[1])
-            headers = {}
-            for line in header_lines:
-                if ":" in line:
-                    key, value = line.split(":", 1)
-                    headers[key.strip().lower()] = value.strip()
             size, head, closed = await self._read_body(reader, headers)
         except BaseException:
             if sender is not None:
@@ -313,7 +318,7 @@ class Connection:
                 await asyncio.gather(sender, return_exceptions=True)
             raise
         latency = time.perf_counter() - started
-        early = sender is not None and not sender.done()
+        early = bool(job.length) and (sender is None or not sender.done())
         broken = False
         if sender is not None:
             if early:
@@ -332,6 +337,22 @@ class Connection:
             head,
             early,
         )
+
+    @staticmethod
+    async def _read_head(reader: asyncio.StreamReader, reused: bool) -> tuple[int, dict[str, str]]:
+        try:
+            raw = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if reused and not exc.partial:
+                raise _Stale from None
+            raise
+        status_line, *header_lines = raw.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in header_lines:
+            if ":" in line:
+                key, value = line.split(":", 1)
+                headers[key.strip().lower()] = value.strip()
+        return int(status_line.split(" ", 2)[1]), headers
 
     @staticmethod
     async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> tuple[int, bytes, bool]:
@@ -636,6 +657,7 @@ class Phase:
     client_cpu_s: float = 0.0
     bad_bodies: int = 0
     note: str = ""
+    limit: float | None = None  # the model-only limit measured just before this phase
 
     @property
     def ok(self) -> list[float]:
@@ -767,80 +789,90 @@ def run_load(args: argparse.Namespace) -> None:
     for size in sizes:
         print(f"  {make_image(size).relative_to(REPO)}: {len(jpegs[size]) / 1e6:.2f} MB")
 
-    limit = single = None
+    single = None
     if args.model_seconds > 0:
-        print(
-            f"model-only limit: {cpus} one-thread onnxruntime sessions, each its own process, {args.model_seconds:g} "
-            "s ...",
-            flush=True,
-        )
+        print(f"model-only rate of one one-thread onnxruntime session, {args.model_seconds:g} s ...", flush=True)
         single = model_rate(1, args.model_seconds)
-        limit = model_rate(cpus, args.model_seconds) if cpus > 1 else single
-        print(
-            f"  one alone: {single:.2f} inferences/s (x {cpus} = {single * cpus:.2f}); {cpus} together: {limit:.2f}/s"
-        )
+        print(f"  one alone: {single:.2f} inferences/s (x {cpus} = {single * cpus:.2f})")
 
     phases: list[Phase] = []
-    for side in sides:
-        server = Server(side, args.rembg_ui)
-        print(f"starting {side}'s server ...", flush=True)
-        server.start()
-        if server.info:
-            print(
-                f"  workers {server.info.get('workers')}, intra-op threads {server.info.get('intra_op_threads')}, "
-                f"max queue {server.info.get('max_queue')}, model {server.info.get('model', {}).get('name')}"
-            )
-        sampler = Sampler(server.pid, args.sample_ms / 1000, args.rss_limit_mb)
-        sampler.start()
-        try:
+    servers: dict[str, Server] = {}
+    samplers: dict[str, Sampler] = {}
+    try:
+        # Both servers stay up (the idle one costs nothing) and take turns phase by phase, each pair
+        # right after its own model-only limit: this machine's speed drifts by 10-30 % over minutes,
+        # and the ratios should compare runs made under the same conditions.
+        for side in sides:
+            servers[side], samplers[side] = _start_server(side, args)
             for size in sizes:
-                job = cutout_job(side, jpegs[size], f"{size:g} MP")
-                warm = asyncio.run(_one(server.port, job, args.request_timeout))
+                warm = asyncio.run(_one(servers[side].port, cutout_job(side, jpegs[size], "warm"), args.request_timeout))
                 if warm.status != 200:
-                    print(f"  warm-up at {size:g} MP answered {warm.status} {warm.head[:200]!r}")
-                for level in levels:
-                    phase = Phase(side, size, level)
-                    sampler.mark()
-                    cpu0, client0 = sampler.cpu_s(), _client_cpu_s()
-                    images = max(args.requests, 2 * level)
-                    print(f"  {side} {size:g} MP concurrency {level}: {images} images ...", flush=True)
-                    asyncio.run(
-                        drive(
-                            server.port,
-                            job,
-                            level,
-                            images,
-                            args.phase_limit,
-                            args.request_timeout,
-                            args.retry_wait,
-                            phase,
-                            _Flag(sampler),
-                        )
-                    )
-                    phase.peak_mb = sampler.peak_mb()
-                    phase.server_cpu_s, phase.client_cpu_s = sampler.cpu_s() - cpu0, _client_cpu_s() - client0
-                    if sampler.over_limit:
-                        phase.note = f"stopped: server RSS over {args.rss_limit_mb:g} MB"
-                        print(f"    {phase.note}; restarting the server", flush=True)
-                        sampler.stop()
-                        server.stop(kill=True)
-                        server.start()
-                        sampler = Sampler(server.pid, args.sample_ms / 1000, args.rss_limit_mb)
-                        sampler.start()
-                    elif len(phase.ok) < images:
-                        phase.note = f"{images - len(phase.ok)} of {images} images not cut out in time"
+                    print(f"  {side}'s warm-up at {size:g} MP answered {warm.status} {warm.head[:200]!r}")
+        for size in sizes:
+            for level in levels:
+                limit = None
+                if args.model_seconds > 0:
+                    limit = model_rate(cpus, args.model_seconds) if cpus > 1 else single
+                    print(f"  model-only limit now: {cpus} one-thread sessions, each its own process: {limit:.2f}/s")
+                for side in sides:
+                    phase = Phase(side, size, level, limit=limit)
+                    _run_phase(phase, servers[side], samplers[side], cutout_job(side, jpegs[size], f"{size:g} MP"), args)
                     phases.append(phase)
-                    print(
-                        f"    {len(phase.ok)} x 200 in {phase.elapsed_s:.1f} s: {fmt(phase.throughput, '.2f')} "
-                        "images/s, "
-                        f"p50 {fmt(pct(phase.ok, 0.5))} s, statuses {statuses(phase.codes)}, peak RSS "
-                        f"{phase.peak_mb:.0f} MB",
-                        flush=True,
-                    )
-        finally:
+                    if samplers[side].over_limit:
+                        print("    restarting the server", flush=True)
+                        samplers.pop(side).stop()
+                        servers.pop(side).stop(kill=True)
+                        servers[side], samplers[side] = _start_server(side, args)
+    finally:
+        for side, server in servers.items():
             server.stop()  # first: nothing may leave it running
-            sampler.stop()
-    print_load(phases, sizes, levels, cpus, limit, single)
+            samplers[side].stop()
+    print_load(phases, sizes, levels, cpus, single)
+
+
+def _start_server(side: str, args: argparse.Namespace) -> tuple[Server, Sampler]:
+    server = Server(side, args.rembg_ui)
+    print(f"starting {side}'s server ...", flush=True)
+    server.start()
+    if server.info:
+        print(
+            f"  workers {server.info.get('workers')}, intra-op threads {server.info.get('intra_op_threads')}, "
+            f"max queue {server.info.get('max_queue')}, model {server.info.get('model', {}).get('name')}"
+        )
+    sampler = Sampler(server.pid, args.sample_ms / 1000, args.rss_limit_mb)
+    sampler.start()
+    return server, sampler
+
+
+def _run_phase(phase: Phase, server: Server, sampler: Sampler, job: Job, args: argparse.Namespace) -> None:
+    sampler.mark()
+    cpu0, client0 = sampler.cpu_s(), _client_cpu_s()
+    images = max(args.requests, 2 * phase.concurrency)
+    print(f"  {phase.side} {phase.size:g} MP concurrency {phase.concurrency}: {images} images ...", flush=True)
+    asyncio.run(
+        drive(
+            server.port,
+            job,
+            phase.concurrency,
+            images,
+            args.phase_limit,
+            args.request_timeout,
+            args.retry_wait,
+            phase,
+            _Flag(sampler),
+        )
+    )
+    phase.peak_mb = sampler.peak_mb()
+    phase.server_cpu_s, phase.client_cpu_s = sampler.cpu_s() - cpu0, _client_cpu_s() - client0
+    if sampler.over_limit:
+        phase.note = f"stopped: server RSS over {args.rss_limit_mb:g} MB"
+    elif len(phase.ok) < images:
+        phase.note = f"{images - len(phase.ok)} of {images} images not cut out in time"
+    print(
+        f"    {len(phase.ok)} x 200 in {phase.elapsed_s:.1f} s: {fmt(phase.throughput, '.2f')} images/s, "
+        f"p50 {fmt(pct(phase.ok, 0.5))} s, statuses {statuses(phase.codes)}, peak RSS {phase.peak_mb:.0f} MB",
+        flush=True,
+    )
 
 
 class _Flag:
@@ -861,9 +893,7 @@ async def _one(port: int, job: Job, timeout_s: float) -> Answer:
         await connection.close()
 
 
-def print_load(
-    phases: list[Phase], sizes: list[float], levels: list[int], cpus: int, limit: float | None, single: float | None
-) -> None:
+def print_load(phases: list[Phase], sizes: list[float], levels: list[int], cpus: int, single: float | None) -> None:
     print(
         "\n| server | photo | concurrency | images/s | p50 s | p95 s | p99 s | job p99 s | statuses | peak RSS MB "
         "| server CPU % | client CPU % | note |"
@@ -881,16 +911,18 @@ def print_load(
         )
 
     by_key = {(p.side, p.size, p.concurrency): p for p in phases}
-    if limit:
+    limits = sorted({p.limit for p in phases if p.limit})
+    if limits:
         print(
-            f"\nModel-only limit: {limit:.2f} images/s ({cpus} one-thread sessions together; one alone {single:.2f}/s, "
-            f"x {cpus} = {single * cpus:.2f}/s)."
-        )  # type: ignore[operator]
+            f"\nModel-only limit ({cpus} one-thread sessions together), measured before each pair of phases: "
+            + (f"{limits[0]:.2f} images/s" if len(limits) == 1 else f"{limits[0]:.2f} to {limits[-1]:.2f} images/s")
+            + (f"; one session alone {single:.2f}/s, x {cpus} = {single * cpus:.2f}/s." if single else ".")
+        )
     print(
         "\n| photo | concurrency | ours images/s | rembg images/s | ours/rembg | ours p50 / p99 s | rembg p50 / p99 s "
-        "| ours p99/p50 | ours peak RSS MB | rembg peak RSS MB | RSS ours/rembg | ours / model limit |"
+        "| ours p99/p50 | ours peak RSS MB | rembg peak RSS MB | RSS ours/rembg | model limit | ours / model limit |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
         for level in levels:
             ours, rembg = by_key.get(("ours", size, level)), by_key.get(("rembg", size, level))
@@ -899,12 +931,13 @@ def print_load(
             o_50, o_99 = (pct(ours.ok, 0.5), pct(ours.ok, 0.99)) if ours else (None, None)
             r_50, r_99 = (pct(rembg.ok, 0.5), pct(rembg.ok, 0.99)) if rembg else (None, None)
             o_m, r_m = (ours.peak_mb if ours else None), (rembg.peak_mb if rembg else None)
+            limit = ours.limit if ours else (rembg.limit if rembg else None)
             frac = ratio(o_t, limit)
             print(
                 f"| {size:g} MP | {level} | {fmt(o_t, '.2f')} | {fmt(r_t, '.2f')} | "
                 f"{fmt(ratio(o_t, r_t), '.2f', 'x')} | "
                 f"{fmt(o_50)} / {fmt(o_99)} | {fmt(r_50)} / {fmt(r_99)} | {fmt(ratio(o_99, o_50), '.2f')} | "
-                f"{fmt(o_m, '.0f')} | {fmt(r_m, '.0f')} | {fmt(ratio(o_m, r_m), '.2f')} | "
+                f"{fmt(o_m, '.0f')} | {fmt(r_m, '.0f')} | {fmt(ratio(o_m, r_m), '.2f')} | {fmt(limit, '.2f')} | "
                 f"{fmt(frac * 100 if frac else None, '.0f', ' %')} |"
             )
 
@@ -971,7 +1004,7 @@ def run_flood(args: argparse.Namespace) -> None:
     server.start()
     info = server.info
     print(f"  workers {info.get('workers')}, max queue {info.get('max_queue')}")
-    flood_job = cutout_job("ours", jpeg, "flood")
+    flood_job = replace(cutout_job("ours", jpeg, "flood"), expect_continue=args.flood_expect)
     normal = cutout_job("ours", small, "0.5 MP")
     sampler = Sampler(server.pid, args.sample_ms / 1000)
     sampler.start()
@@ -1026,6 +1059,8 @@ def run_flood(args: argparse.Namespace) -> None:
     in_window = sum(1 for a in answers if a.done_at <= flood_end)
     waits = sorted({a.retry_after for a in busy if a.retry_after is not None})
     behaviour = "waiting out Retry-After" if args.flood_retry_after else "sending again at once"
+    if args.flood_expect:
+        behaviour += ", Expect: 100-continue as curl sends it"
     if args.flood_new_connections:
         behaviour += ", a new connection each"
     if args.flood_pause_ms:
@@ -1439,7 +1474,7 @@ def main() -> None:
         "--model-seconds",
         type=float,
         default=5,
-        help="model-only measure, each of its two runs; 0 skips it (default 5)",
+        help="seconds of each model-only measure (one session alone, then the limit before each pair of phases); 0 skips them (default 5)",
     )
     load.add_argument(
         "--retry-wait",
@@ -1465,6 +1500,11 @@ def main() -> None:
         action="store_true",
         help="a new connection for every request (default: kept alive, so a refused upload's unread rest "
         "is drained by the server before the next request on that connection is read)",
+    )
+    fl.add_argument(
+        "--flood-expect",
+        action="store_true",
+        help="send Expect: 100-continue and hold the body back until the server's 100, as curl does for uploads over 1 MB",
     )
     fl.add_argument("--healthz-interval-ms", type=float, default=100)
     fl.add_argument(
