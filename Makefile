@@ -11,7 +11,7 @@ BENCH_INSTALLED := $(VENV)/.installed-bench
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test setup model browser buildah image lock bench clean
+.PHONY: run test setup model model-int8 browser buildah image lock bench clean
 
 run: setup
 	$(PY) -m app
@@ -29,6 +29,15 @@ $(INSTALLED): pyproject.toml
 
 model: $(INSTALLED)
 	$(PY) scripts/fetch_model.py
+
+# models/u2netp-int8.onnx, served with MODEL_PATH=models/u2netp-int8.onnx: about twice as fast
+# per image, dev-set MAE within 4 % of float32's. Calibrated on scikit-image's sample photos,
+# or on a folder of your own typical photos: make model-int8 CALIBRATION=DIR.
+CALIBRATION ?= .bench/calibration
+model-int8: setup
+	@if [ "$(CALIBRATION)" = .bench/calibration ]; then $(PY) scripts/calibration_photos.py $(CALIBRATION) >/dev/null; fi
+	$(PY) scripts/export_onnx.py --arch u2netp --from-onnx models/u2netp.onnx --int8 --calibration $(CALIBRATION) \
+	  --out models/u2netp-int8.onnx
 
 # The web page's tests drive Debian's chromium through Playwright (no browser download);
 # without root to install it they are skipped, except under CI, where they fail.

@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from calibration_photos import write_calibration_photos  # noqa: E402
 from quality import dataset, evaluate  # noqa: E402
 
 from app.model import SaliencyModel  # noqa: E402
@@ -43,7 +44,6 @@ from app.pipeline import RemoveOptions, remove_background  # noqa: E402
 SHIPPED = REPO / "models" / "u2netp.onnx"
 VARIANTS_DIR = REPO / ".bench" / "variants"
 CALIBRATION_DIR = REPO / ".bench" / "calibration"
-CALIBRATION_PHOTOS = ("astronaut", "chelsea", "motorcycle_left", "camera")  # scikit-image's bundled samples
 EXPORTS = {
     "float32": [],
     "float16": ["--fp16"],
@@ -53,23 +53,10 @@ EXPORTS = {
 SIDE = 320
 
 
-def calibration_photos() -> Path:
-    """Copy scikit-image's sample photos (files inside its package, no download) as RGB PNGs."""
-    import skimage.data  # a dependency of rembg, so in the bench extra
-
-    CALIBRATION_DIR.mkdir(parents=True, exist_ok=True)
-    for name in CALIBRATION_PHOTOS:
-        target = CALIBRATION_DIR / f"{name}.png"
-        if not target.exists():
-            with Image.open(Path(skimage.data.__file__).parent / f"{name}.png") as photo:
-                photo.convert("RGB").save(target)
-    return CALIBRATION_DIR
-
-
 def export_variants(rebuild: bool, verify_on: Path) -> dict[str, Path]:
     from export_onnx import main as export
 
-    calibration_photos()
+    write_calibration_photos(CALIBRATION_DIR)
     files = {"shipped": SHIPPED}
     for label, flags in EXPORTS.items():
         out = VARIANTS_DIR / f"u2netp-{label}.onnx"
