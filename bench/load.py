@@ -8,7 +8,7 @@ machine. Run from the repository root (``make run`` or ``make test`` has made .v
     .venv/bin/python bench/load.py --flood          # flood: 64 concurrent 24 MP uploads for 60 s against ours
     .venv/bin/python bench/load.py --soak           # soak: 10 minutes of mixed valid and broken input against ours
 
-    # on an idle 2-core machine: load about 10 minutes (model limit 7 x 5 s, ours ~3 min, rembg ~5 min,
+    # on an idle 2-core machine: load about 11 minutes (model limit 13 x 5 s, ours ~3 min, rembg ~5 min,
     # most of it rembg at 12 MP), flood about 1.5 minutes, soak about 10.5 minutes
 
     # small runs, e.g. to check that it works (a minute or two)
@@ -22,9 +22,9 @@ a one-thread onnxruntime session of models/u2netp.onnx (the service's session op
 1x3x320x320 inferences for ``--model-seconds``, all together; their summed rate is the most
 images per second any server could cut out here (one process alone, x the CPUs, is printed
 once beside it). Both servers are started and stay up; each (size, concurrency) phase is run
-on ours, then on rembg's, right after a fresh measure of the limit, because this machine's
-speed drifts by 10-30 % over minutes and each ratio should compare runs made under the same
-conditions. Ours is ``.venv/bin/python -m app`` with its
+on ours, then on rembg's, with the limit measured afresh before and after ours (their mean is
+the phase's limit), because this machine's speed drifts by 10-30 % over minutes and each ratio
+should compare runs made under the same conditions. Ours is ``.venv/bin/python -m app`` with its
 default settings (HOST and PORT set; anything else in the environment, e.g. WORKERS, passes
 through and /healthz's view of it is printed); rembg's is ``rembg s --no-ui`` (2.0.86, the
 Gradio page left out; ``--rembg-ui`` keeps it) from its own virtual environment,
@@ -40,8 +40,9 @@ Each (server, size, concurrency) phase sends ``--requests`` images (at least twi
 concurrency) from that many concurrent keep-alive connections, or stops at ``--phase-limit``
 seconds. Our server answers 503 + Retry-After when its queue is full: such an answer is
 counted, the client waits as Retry-After says (``--retry-wait`` changes that) and sends the
-same image again, as our CLI does. Throughput counts 200 answers only, over the phase's wall
-time; latency percentiles are of the 200 answers (one request each); "job p99" also counts
+same image again, as our CLI does. Throughput counts 200 answers only, and only while every
+client still has work: the first N - concurrency of N, over the time to the last of them (the
+final ones finish as clients run out of images, a drain no steady load has); latency percentiles are of the 200 answers (one request each); "job p99" also counts
 the 503s and waits before an image's 200. Peak RSS is the server's process tree, sampled every
 ``--sample-ms`` from /proc/<pid>/status and checked against its VmHWM, which is reset at the
 start of each phase (/proc/<pid>/clear_refs). A phase whose server passes ``--rss-limit-mb``
@@ -658,6 +659,7 @@ class Phase:
     bad_bodies: int = 0
     note: str = ""
     limit: float | None = None  # the model-only limit measured just before this phase
+    started_at: float = 0.0  # perf_counter
 
     @property
     def ok(self) -> list[float]:
@@ -665,7 +667,14 @@ class Phase:
 
     @property
     def throughput(self) -> float | None:
-        return len(self.ok) / self.elapsed_s if self.elapsed_s > 0 else None
+        """200s a second while every client still had work: the first N - concurrency of them,
+        over the time to the last of those. The final ones finish while clients run out of
+        images (or wait out a Retry-After with nothing queued), which no steady load has."""
+        done = sorted(a.done_at for a in self.answers if a.status == 200)
+        if len(done) <= self.concurrency or self.elapsed_s <= 0:
+            return len(done) / self.elapsed_s if self.elapsed_s > 0 else None
+        counted = len(done) - self.concurrency
+        return counted / (done[counted - 1] - self.started_at)
 
     @property
     def codes(self) -> Counter[int]:
@@ -717,7 +726,7 @@ async def drive(
             await connection.close()
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    phase.elapsed_s = last_done - started
+    phase.started_at, phase.elapsed_s = started, last_done - started
 
 
 def model_child() -> None:
@@ -810,14 +819,15 @@ def run_load(args: argparse.Namespace) -> None:
                     print(f"  {side}'s warm-up at {size:g} MP answered {warm.status} {warm.head[:200]!r}")
         for size in sizes:
             for level in levels:
-                limit = None
-                if args.model_seconds > 0:
-                    limit = model_rate(cpus, args.model_seconds) if cpus > 1 else single
-                    print(f"  model-only limit now: {cpus} one-thread sessions, each its own process: {limit:.2f}/s")
+                before = _limit_now(cpus, single, args)
                 for side in sides:
-                    phase = Phase(side, size, level, limit=limit)
+                    phase = Phase(side, size, level, limit=before)
                     _run_phase(phase, servers[side], samplers[side], cutout_job(side, jpegs[size], f"{size:g} MP"), args)
                     phases.append(phase)
+                    if side == "ours" and before is not None:
+                        after = _limit_now(cpus, single, args)  # the limit on both sides of our phase
+                        phase.limit = (before + after) / 2 if after is not None else before
+                        before = after
                     if samplers[side].over_limit:
                         print("    restarting the server", flush=True)
                         samplers.pop(side).stop()
@@ -828,6 +838,14 @@ def run_load(args: argparse.Namespace) -> None:
             server.stop()  # first: nothing may leave it running
             samplers[side].stop()
     print_load(phases, sizes, levels, cpus, single)
+
+
+def _limit_now(cpus: int, single: float | None, args: argparse.Namespace) -> float | None:
+    if args.model_seconds <= 0:
+        return None
+    limit = model_rate(cpus, args.model_seconds) if cpus > 1 else single
+    print(f"  model-only limit now: {cpus} one-thread sessions, each its own process: {limit:.2f}/s", flush=True)
+    return limit
 
 
 def _start_server(side: str, args: argparse.Namespace) -> tuple[Server, Sampler]:
@@ -914,7 +932,7 @@ def print_load(phases: list[Phase], sizes: list[float], levels: list[int], cpus:
     limits = sorted({p.limit for p in phases if p.limit})
     if limits:
         print(
-            f"\nModel-only limit ({cpus} one-thread sessions together), measured before each pair of phases: "
+            f"\nModel-only limit ({cpus} one-thread sessions together), the mean of measures before and after each of our phases: "
             + (f"{limits[0]:.2f} images/s" if len(limits) == 1 else f"{limits[0]:.2f} to {limits[-1]:.2f} images/s")
             + (f"; one session alone {single:.2f}/s, x {cpus} = {single * cpus:.2f}/s." if single else ".")
         )
