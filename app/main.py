@@ -114,7 +114,6 @@ def error_response(error: errors.ApiError) -> JSONResponse:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-
     def rejected(request: Request, error: errors.ApiError) -> JSONResponse:
         request.app.state.metrics.rejected.labels(error.code).inc()
         response = error_response(error)
