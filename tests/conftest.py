@@ -81,12 +81,21 @@ class LiveServer:
         assert response and response[0].status_code == 200
 
 
+@contextmanager
+def serving(settings: Settings, model: SaliencyModel | None = None) -> Iterator[LiveServer]:
+    """A started, warmed-up ``LiveServer``, stopped on the way out."""
+    live = LiveServer(settings, model).start()
+    try:
+        live.wait_ready()
+        yield live
+    finally:
+        live.stop()
+
+
 @pytest.fixture(scope="session")
 def server(model: SaliencyModel) -> Iterator[LiveServer]:
-    live = LiveServer(Settings(workers=2), model).start()
-    live.wait_ready()
-    yield live
-    live.stop()
+    with serving(Settings(workers=2), model) as live:
+        yield live
 
 
 @pytest.fixture

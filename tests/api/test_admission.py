@@ -9,7 +9,7 @@ import pytest
 
 from app.model import SaliencyModel
 from app.settings import Settings
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, serving
 from tests.images import large_photo_bytes, photo_bytes
 
 KEY = "the-key"
@@ -17,10 +17,8 @@ KEY = "the-key"
 
 @pytest.fixture(scope="module")
 def one_slot_server(model: SaliencyModel) -> Iterator[LiveServer]:
-    live = LiveServer(Settings(workers=1, max_queue=0, api_keys=(KEY,), rate_limit_per_minute=1000), model).start()
-    live.wait_ready()
-    yield live
-    live.stop()
+    with serving(Settings(workers=1, max_queue=0, api_keys=(KEY,), rate_limit_per_minute=1000), model) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from app.model import SaliencyModel
 from app.settings import Settings
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, serving
 from tests.images import large_photo_bytes, photo_bytes
 
 
@@ -66,10 +66,8 @@ def test_an_accepted_upload_is_asked_for_then_cut_out(server: LiveServer) -> Non
 
 @pytest.fixture
 def one_slot_server(model: SaliencyModel) -> Iterator[LiveServer]:
-    live = LiveServer(Settings(workers=1, max_queue=0), model).start()
-    live.wait_ready()
-    yield live
-    live.stop()
+    with serving(Settings(workers=1, max_queue=0), model) as live:
+        yield live
 
 
 def test_a_busy_server_refuses_before_the_upload_and_closes(one_slot_server: LiveServer) -> None:
@@ -91,10 +89,8 @@ def test_a_busy_server_refuses_before_the_upload_and_closes(one_slot_server: Liv
 
 @pytest.fixture
 def keyed_server(model: SaliencyModel) -> Iterator[LiveServer]:
-    live = LiveServer(Settings(workers=1, api_keys=("a-key",)), model).start()
-    live.wait_ready()
-    yield live
-    live.stop()
+    with serving(Settings(workers=1, api_keys=("a-key",)), model) as live:
+        yield live
 
 
 @pytest.mark.parametrize("path", ["/remove", "/v1.0/removebg"])

@@ -11,16 +11,14 @@ import pytest
 
 from app.model import SaliencyModel
 from app.settings import Settings
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, serving
 from tests.images import large_photo_bytes, photo_bytes
 
 
 @pytest.fixture
 def tiny_server(model: SaliencyModel) -> Iterator[LiveServer]:
-    live = LiveServer(Settings(workers=1, max_queue=1), model).start()
-    live.wait_ready()
-    yield live
-    live.stop()
+    with serving(Settings(workers=1, max_queue=1), model) as live:
+        yield live
 
 
 def test_full_queue_gives_fast_503_with_retry_after(tiny_server: LiveServer) -> None:

@@ -14,7 +14,7 @@ from app.api.auth import KeyRing
 from app.model import SaliencyModel
 from app.ratelimit import RateLimiter
 from app.settings import Settings
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, serving
 from tests.images import dev_images, photo, to_bytes
 
 SMALL = to_bytes(photo().resize((170, 110)), "JPEG", quality=90)
@@ -23,18 +23,14 @@ KEYS = ("first-key", "second-key")
 
 @pytest.fixture(scope="module")
 def keyed_server(model: SaliencyModel) -> Iterator[LiveServer]:
-    live = LiveServer(Settings(workers=2, api_keys=KEYS), model).start()
-    live.wait_ready()
-    yield live
-    live.stop()
+    with serving(Settings(workers=2, api_keys=KEYS), model) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
 def limited_server(model: SaliencyModel) -> Iterator[LiveServer]:
-    live = LiveServer(Settings(workers=2, api_keys=KEYS, rate_limit_per_minute=2), model).start()
-    live.wait_ready()
-    yield live
-    live.stop()
+    with serving(Settings(workers=2, api_keys=KEYS, rate_limit_per_minute=2), model) as live:
+        yield live
 
 
 def basic(user: str, password: str) -> str:

@@ -22,7 +22,7 @@ from app.errors import ApiError
 from app.model import SaliencyModel
 from app.settings import Settings
 from app.url_fetch import FetchPolicy, fetch_image
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, serving
 from tests.images import decode, photo, to_bytes
 
 PHOTO = to_bytes(photo().resize((340, 220)), "JPEG", quality=90)
@@ -102,10 +102,8 @@ def fetching_server(model: SaliencyModel) -> Iterator[LiveServer]:
         image_url_timeout_seconds=1,
         max_upload_bytes=2 * 1024 * 1024,
     )
-    live = LiveServer(settings, model).start()
-    live.wait_ready()
-    yield live
-    live.stop()
+    with serving(settings, model) as live:
+        yield live
 
 
 def post(server: LiveServer, data: dict[str, str]) -> httpx.Response:
