@@ -67,6 +67,12 @@ def buildah(*args: str, timeout: float = 120) -> str:
     return result.stdout
 
 
+def run_in_container(name: str, env: dict[str, str], command: list[str]) -> list[str]:
+    """``buildah run`` of ``command`` in container ``name``, on the host's network, with ``env``."""
+    settings = [part for key, value in env.items() for part in ("--env", f"{key}={value}")]
+    return [str(SCRIPT), "buildah", "run", "--network", "host", *settings, name, "--", *command]
+
+
 @pytest.fixture(scope="module")
 def image() -> str:
     _require_tools()
@@ -167,20 +173,7 @@ def test_the_service_runs_in_the_image_cuts_out_a_photo_and_stops_on_sigterm(
     log = open(REPO / ".buildah" / "image-test.log", "wb")  # noqa: SIM115 - closed below
     started = time.monotonic()
     runner = subprocess.Popen(
-        [
-            str(SCRIPT),
-            "buildah",
-            "run",
-            "--network",
-            "host",
-            "--env",
-            f"PORT={port}",
-            "--env",
-            "HOST=127.0.0.1",
-            name,
-            "--",
-            *entrypoint,
-        ],
+        run_in_container(name, {"PORT": str(port), "HOST": "127.0.0.1"}, entrypoint),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -207,18 +200,7 @@ def test_the_service_runs_in_the_image_cuts_out_a_photo_and_stops_on_sigterm(
 
         # The image's own HEALTHCHECK command, run inside the container as Docker would.
         check = subprocess.run(
-            [
-                str(SCRIPT),
-                "buildah",
-                "run",
-                "--network",
-                "host",
-                "--env",
-                f"PORT={port}",
-                name,
-                "--",
-                *config["Healthcheck"]["Test"][1:],
-            ],
+            run_in_container(name, {"PORT": str(port)}, config["Healthcheck"]["Test"][1:]),
             check=False,
             capture_output=True,
             text=True,
