@@ -12,11 +12,12 @@ from tests.images import decode, photo
 
 @pytest.mark.parametrize("channels", [1, 3, 4])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_round_trips_exactly(channels: int, threads: int) -> None:
+@pytest.mark.parametrize("level", [0, 1, 2])  # ISA-L's levels, then zlib's
+def test_round_trips_exactly(channels: int, threads: int, level: int) -> None:
     rgb = np.asarray(photo())
     pixels = {1: rgb[..., 0], 3: rgb, 4: np.dstack([rgb, rgb[..., 1]])}[channels]
     pixels = np.ascontiguousarray(np.tile(pixels, (12, 4) + (1,) * (pixels.ndim - 2)))  # 5280 x 2720: many bands
-    image = decode(encode_png(pixels, level=1, threads=threads))
+    image = decode(encode_png(pixels, level=level, threads=threads))
     assert image.mode == {1: "L", 3: "RGB", 4: "RGBA"}[channels]
     assert np.array_equal(np.asarray(image), pixels)
 
@@ -41,6 +42,12 @@ def test_smaller_than_pillow_at_the_same_level() -> None:
     buffer = BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
     assert len(ours) <= len(buffer.getvalue()) * 1.05
+
+
+def test_higher_levels_trade_time_for_size() -> None:
+    """Level 1 is ISA-L's, 6 zlib's: the setting must still buy smaller files."""
+    pixels = np.asarray(photo())
+    assert len(encode_png(pixels, level=6)) < len(encode_png(pixels, level=1))
 
 
 def test_adler32_combine_matches_zlib() -> None:
