@@ -7,6 +7,7 @@ import pytest
 
 from app.model import ModelError, SaliencyModel
 from app.model.catalog import U2NETP
+from app.model.session import _normalised
 from tests.images import photo
 
 
@@ -24,6 +25,17 @@ def test_prediction_is_a_normalised_map_that_finds_the_subject(model: SaliencyMo
     # the lemur sits in the middle of the frame, the corners are background
     assert prob[140:200, 130:190].mean() > 0.9
     assert prob[:30, :30].mean() < 0.1
+
+
+@pytest.mark.parametrize("brightest", [255, 97, 0])
+def test_input_is_normalised_as_u2net_was_trained(brightest: int) -> None:
+    """U²-Net's ToTensorLab: scale by the image's own maximum, then the ImageNet mean and deviation."""
+    rgb = np.random.default_rng(1).integers(0, brightest + 1, (7, 5, 3), dtype=np.uint8)
+    scaled = rgb.astype(np.float64) / max(int(rgb.max()), 1)
+    expected = ((scaled - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).transpose(2, 0, 1)[None]
+    tensor = _normalised(rgb)
+    assert tensor.shape == (1, 3, 7, 5) and tensor.dtype == np.float32
+    assert np.allclose(tensor, expected, atol=1e-5)
 
 
 def test_missing_model_names_the_fix(tmp_path: Path) -> None:
