@@ -84,16 +84,17 @@ def remove_background(
     limits: Limits = Limits(),
     encoder: EncoderSettings = EncoderSettings(),
 ) -> Result:
-    watch = _Stopwatch()
-    image = decode_image(data, limits.max_pixels)
-    watch.lap("decode")
-    matte = _matte(image.rgb, model, options.refine, watch)
-    matte.alpha = combine_alpha(matte.alpha, image.alpha)
-    watch.lap("matte")
+    with model.in_use():
+        watch = _Stopwatch()
+        image = decode_image(data, limits.max_pixels)
+        watch.lap("decode")
+        matte = _matte(image.rgb, model, options.refine, watch)
+        matte.alpha = combine_alpha(matte.alpha, image.alpha)
+        watch.lap("matte")
 
-    cutout = _cutout(image.rgb, matte, options)
-    body = encode(cutout, options.format, encoder, image.icc_profile)
-    watch.lap("encode")
+        cutout = _cutout(image.rgb, matte, options)
+        body = encode(cutout, options.format, encoder, image.icc_profile)
+        watch.lap("encode")
     return Result(
         body=body,
         media_type=MEDIA_TYPES[options.format],
@@ -105,29 +106,30 @@ def remove_background(
 
 def matte_photo(data: bytes, options: MatteOptions, model: SaliencyModel, limits: Limits = Limits()) -> MattedPhoto:
     """Decode, shrink, and matte the photo (or only its ``region``), as whole arrays."""
-    watch = _Stopwatch()
-    image = decode_image(data, limits.max_pixels)
-    rgb, own_alpha = image.rgb, image.alpha
-    if options.max_pixels is not None:
-        rgb = shrink_to_pixels(rgb, options.max_pixels)
-        own_alpha = shrink_to_pixels(own_alpha, options.max_pixels) if own_alpha is not None else None
-    height, width = rgb.shape[:2]
-    region = (0, 0, width, height)
-    if options.region is not None:
-        region = _scaled(options.region.resolve(image.width, image.height), width / image.width, height / image.height)
-    watch.lap("decode")
+    with model.in_use():
+        watch = _Stopwatch()
+        image = decode_image(data, limits.max_pixels)
+        rgb, own_alpha = image.rgb, image.alpha
+        if options.max_pixels is not None:
+            rgb = shrink_to_pixels(rgb, options.max_pixels)
+            own_alpha = shrink_to_pixels(own_alpha, options.max_pixels) if own_alpha is not None else None
+        height, width = rgb.shape[:2]
+        region = (0, 0, width, height)
+        if options.region is not None:
+            region = _scaled(options.region.resolve(image.width, image.height), width / image.width, height / image.height)
+        watch.lap("decode")
 
-    left, top, right, bottom = region
-    photo = np.ascontiguousarray(rgb[top:bottom, left:right])
-    matte = _matte(photo, model, options.refine, watch)
-    alpha = combine_alpha(matte.alpha, None if own_alpha is None else own_alpha[top:bottom, left:right])
-    layer = Layer(matte.foreground(photo, 0, bottom - top, 0, right - left), alpha)
-    if region != (0, 0, width, height):  # outside the region everything is background
-        whole = Layer(rgb, np.zeros((height, width), np.uint8))
-        whole.paste(layer, left, top)
-        layer = whole
-    watch.lap("matte")
-    return MattedPhoto(layer=layer, icc_profile=image.icc_profile, timings_ms=watch.timings_ms)
+        left, top, right, bottom = region
+        photo = np.ascontiguousarray(rgb[top:bottom, left:right])
+        matte = _matte(photo, model, options.refine, watch)
+        alpha = combine_alpha(matte.alpha, None if own_alpha is None else own_alpha[top:bottom, left:right])
+        layer = Layer(matte.foreground(photo, 0, bottom - top, 0, right - left), alpha)
+        if region != (0, 0, width, height):  # outside the region everything is background
+            whole = Layer(rgb, np.zeros((height, width), np.uint8))
+            whole.paste(layer, left, top)
+            layer = whole
+        watch.lap("matte")
+        return MattedPhoto(layer=layer, icc_profile=image.icc_profile, timings_ms=watch.timings_ms)
 
 
 def _matte(rgb: np.ndarray, model: SaliencyModel, refine: bool, watch: _Stopwatch) -> Matte:

@@ -128,6 +128,7 @@ class Settings:
     model_path: Path = DEFAULT_MODEL_PATH
     workers: int = field(default_factory=available_cpus)
     intra_op_threads: int = 1
+    solo_threads: int = field(default_factory=available_cpus)  # intra-op threads of an image alone; 1: off
     max_queue: int | None = None  # None: derived from workers, see ``queue_limit``
     max_upload_bytes: int = 30 * 1024 * 1024
     max_pixels: int = 60_000_000
@@ -159,6 +160,7 @@ class Settings:
             model_path=Path(_env_str("MODEL_PATH", str(defaults.model_path))),
             workers=_env_int("WORKERS", defaults.workers, minimum=1),
             intra_op_threads=_env_int("INTRA_OP_THREADS", defaults.intra_op_threads, minimum=1),
+            solo_threads=_env_int("SOLO_THREADS", defaults.solo_threads, minimum=1),
             max_queue=_env_int("MAX_QUEUE", -1) if os.environ.get("MAX_QUEUE", "").strip() else None,
             max_upload_bytes=_env_int("MAX_UPLOAD_BYTES", defaults.max_upload_bytes, minimum=1),
             max_pixels=_env_int("MAX_PIXELS", defaults.max_pixels, minimum=1),

@@ -854,7 +854,8 @@ def _start_server(side: str, args: argparse.Namespace) -> tuple[Server, Sampler]
     server.start()
     if server.info:
         print(
-            f"  workers {server.info.get('workers')}, intra-op threads {server.info.get('intra_op_threads')}, "
+            f"  workers {server.info.get('workers')}, intra-op threads {server.info.get('intra_op_threads')} "
+            f"(solo {server.info.get('solo_threads')}), "
             f"max queue {server.info.get('max_queue')}, model {server.info.get('model', {}).get('name')}"
         )
     sampler = Sampler(server.pid, args.sample_ms / 1000, args.rss_limit_mb)

@@ -8,13 +8,14 @@ from app.settings import DEFAULT_MODEL_PATH, Settings, SettingsError, available_
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    names = ("HOST", "PORT", "MODEL_PATH", "WORKERS", "INTRA_OP_THREADS", "MAX_QUEUE", "MAX_UPLOAD_BYTES", "MAX_PIXELS")
+    names = ("HOST", "PORT", "MODEL_PATH", "WORKERS", "INTRA_OP_THREADS", "SOLO_THREADS", "MAX_QUEUE", "MAX_UPLOAD_BYTES", "MAX_PIXELS")
     for name in (*names, "LOG_FORMAT", "DRAIN_SECONDS", "GRACEFUL_TIMEOUT_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings.from_env()
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     assert settings.model_path == DEFAULT_MODEL_PATH
     assert settings.workers == available_cpus() and settings.intra_op_threads == 1
+    assert settings.solo_threads == available_cpus()
     assert settings.queue_limit == 4 * settings.workers
     assert settings.max_upload_bytes == 30 * 1024 * 1024 and settings.max_pixels == 60_000_000
     assert settings.log_format == "json" and settings.drain_seconds == 0 and settings.graceful_timeout_seconds == 30
@@ -25,12 +26,13 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "9000")
     monkeypatch.setenv("MODEL_PATH", "/models/u2net.onnx")
     monkeypatch.setenv("WORKERS", "3")
+    monkeypatch.setenv("SOLO_THREADS", "1")
     monkeypatch.setenv("MAX_QUEUE", "0")
     monkeypatch.setenv("LOG_FORMAT", "Text")
     monkeypatch.setenv("DRAIN_SECONDS", "5")
     settings = Settings.from_env()
     assert settings.log_format == "text" and settings.drain_seconds == 5
-    assert (settings.host, settings.port, settings.workers) == ("0.0.0.0", 9000, 3)
+    assert (settings.host, settings.port, settings.workers, settings.solo_threads) == ("0.0.0.0", 9000, 3, 1)
     assert settings.model_path == Path("/models/u2net.onnx")
     assert settings.queue_limit == 0
 
@@ -38,6 +40,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(("name", "value"), [
         ("PORT", "http"),
         ("WORKERS", "0"),
+        ("SOLO_THREADS", "0"),
         ("PNG_COMPRESS_LEVEL", "12"),
         ("MAX_QUEUE", "-1"),
         ("LOG_FORMAT", "xml"),

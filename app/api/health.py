@@ -35,6 +35,7 @@ async def healthz(state: State) -> JSONResponse:
             "model": state.model.info.as_dict(),
             "workers": runner.workers,
             "intra_op_threads": state.settings.intra_op_threads,
+            "solo_threads": state.model.solo_threads,
             "in_flight": runner.in_flight,
             "waiting": runner.waiting,
             "max_queue": runner.max_queue,

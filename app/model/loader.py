@@ -10,4 +10,6 @@ from app.settings import DEFAULT_MODEL_PATH, Settings
 def load_model(settings: Settings) -> SaliencyModel:
     """Load ``MODEL_PATH``; a user's own file is loaded as it is, the default must match its pin."""
     expected = U2NETP.sha256 if settings.model_path.resolve() == DEFAULT_MODEL_PATH else None
-    return SaliencyModel.load(settings.model_path, settings.intra_op_threads, expected_sha256=expected)
+    return SaliencyModel.load(
+        settings.model_path, settings.intra_op_threads, expected_sha256=expected, solo_threads=settings.solo_threads
+    )

@@ -13,7 +13,7 @@ from tests.images import large_photo_bytes
 
 
 def test_starting_then_ok_with_model_facts() -> None:
-    live = LiveServer(Settings(workers=1)).start()  # loads and warms its own model
+    live = LiveServer(Settings(workers=1, solo_threads=2)).start()  # loads and warms its own model
     try:
         first = httpx.get(live.url + "/healthz")
         assert first.status_code == 503
@@ -27,6 +27,7 @@ def test_starting_then_ok_with_model_facts() -> None:
         assert model["provider"] == "CPUExecutionProvider"
         assert model["onnxruntime_version"] and body["version"]
         assert body["startup_ms"]["warm_up"] > 0
+        assert (body["workers"], body["intra_op_threads"], body["solo_threads"]) == (1, 1, 2)
     finally:
         live.stop()
 

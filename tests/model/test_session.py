@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -8,7 +11,9 @@ import pytest
 from app.model import ModelError, SaliencyModel
 from app.model.catalog import U2NETP
 from app.model.session import _normalised
-from tests.images import photo
+from app.pipeline import RemoveOptions, remove_background
+from app.settings import DEFAULT_MODEL_PATH
+from tests.images import photo, photo_bytes
 
 
 def test_shipped_model_is_described(model: SaliencyModel) -> None:
@@ -70,3 +75,54 @@ def test_precision_is_inferred_for_files_without_our_metadata(tmp_path: Path) ->
     halved = SaliencyModel.load(fp16)
     assert halved.info.precision == "float16"
     assert halved.predict(np.asarray(photo())).shape == (320, 320)  # fed float16
+
+
+class _Recording:
+    """The real session, noting each run."""
+
+    def __init__(self, session: Any, runs: list[str], name: str) -> None:
+        self._session, self._runs, self._name = session, runs, name
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self._runs.append(self._name)
+        return self._session.run(*args, **kwargs)
+
+
+def test_an_image_alone_runs_on_every_core_and_in_company_on_one() -> None:
+    model = SaliencyModel.load(DEFAULT_MODEL_PATH, intra_op_threads=1, solo_threads=2)
+    assert model.solo_threads == 2
+    runs: list[str] = []
+    solo, shared = model._solo, model._session
+    model._solo, model._session = _Recording(solo, runs, "solo"), _Recording(shared, runs, "shared")
+    rgb = np.asarray(photo())
+
+    alone = model.predict(rgb)
+    remove_background(photo_bytes(), RemoveOptions(), model)  # the pipeline holds the model for its image
+    with model.in_use(), model.in_use():  # another image is being cut out meanwhile
+        in_company = model.predict(rgb)
+    assert runs == ["solo", "solo", "shared"]
+    assert np.allclose(alone, in_company, atol=1e-4)  # the same network, only the threads differ
+
+
+def test_no_solo_session_unless_it_has_more_threads() -> None:
+    assert SaliencyModel.load(DEFAULT_MODEL_PATH, intra_op_threads=2, solo_threads=2).solo_threads is None
+
+
+_RESIDENT_AFTER_BOTH_SESSIONS = """
+import sys
+import numpy as np
+from app.model import SaliencyModel
+from app.settings import DEFAULT_MODEL_PATH
+model = SaliencyModel.load(DEFAULT_MODEL_PATH, intra_op_threads=1, solo_threads=int(sys.argv[1]))
+model.warm_up()  # a run in each session
+print(int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024)
+"""
+
+
+def test_the_solo_session_shares_the_arena() -> None:
+    """Each session's own arena would hold its own ~280 MB of u2netp activations."""
+    resident = {
+        threads: int(subprocess.run([sys.executable, "-c", _RESIDENT_AFTER_BOTH_SESSIONS, str(threads)], capture_output=True, text=True, check=True).stdout)
+        for threads in (1, 2)
+    }
+    assert resident[2] - resident[1] < 100, resident
