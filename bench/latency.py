@@ -141,7 +141,7 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
         model = load_model(settings)
         refine = settings.refine and impl == "ours"
         options, limits, encoder = RemoveOptions(refine=refine), Limits.from_settings(settings), EncoderSettings.from_settings(settings)
-        report["intra_op_threads"] = settings.intra_op_threads
+        report["intra_op_threads"] = f"{settings.intra_op_threads}, {model.solo_threads or 'no'} for an image alone"
 
         def call(data: bytes) -> tuple[bytes, dict[str, float]]:
             result = remove_background(data, options, model, limits, encoder)
