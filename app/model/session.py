@@ -64,12 +64,9 @@ class ModelInfo:
 class SaliencyModel:
     """``predict(rgb) -> map``: a low-resolution foreground probability in 0..1."""
 
-    def __init__(
-        self, session: ort.InferenceSession, info: ModelInfo, solo: ort.InferenceSession | None = None, solo_threads: int = 1
-    ) -> None:
+    def __init__(self, session: ort.InferenceSession, info: ModelInfo, solo: ort.InferenceSession | None = None) -> None:
         self._session = session
         self._solo = solo  # more intra-op threads, for an image that has the model to itself
-        self.solo_threads = solo_threads if solo is not None else None
         self._output_name = session.get_outputs()[0].name  # the fused map
         self._input_dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
         self._users = 0  # images being cut out with this model now, from decode to encode
@@ -97,7 +94,12 @@ class SaliencyModel:
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"model file {path} is not a loadable ONNX model ({reason}); {_FIX_HINT}") from None
         info = _describe(session, path, data, digest)
-        return cls(session, info, solo, solo_threads)
+        return cls(session, info, solo)
+
+    @property
+    def solo_threads(self) -> int | None:
+        """Intra-op threads of the solo session; None without one."""
+        return None if self._solo is None else self._solo.get_session_options().intra_op_num_threads
 
     @contextmanager
     def in_use(self) -> Iterator[None]:
