@@ -64,7 +64,9 @@ class ModelInfo:
 class SaliencyModel:
     """``predict(rgb) -> map``: a low-resolution foreground probability in 0..1."""
 
-    def __init__(self, session: ort.InferenceSession, info: ModelInfo, solo: ort.InferenceSession | None = None) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, info: ModelInfo, solo: ort.InferenceSession | None = None
+    ) -> None:
         self._session = session
         self._solo = solo  # more intra-op threads, for an image that has the model to itself
         self._output_name = session.get_outputs()[0].name  # the fused map

@@ -110,7 +110,6 @@ def test_no_solo_session_unless_it_has_more_threads() -> None:
 
 _RESIDENT_AFTER_BOTH_SESSIONS = """
 import sys
-import numpy as np
 from app.model import SaliencyModel
 from app.settings import DEFAULT_MODEL_PATH
 model = SaliencyModel.load(DEFAULT_MODEL_PATH, intra_op_threads=1, solo_threads=int(sys.argv[1]))
@@ -121,8 +120,9 @@ print(int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 102
 
 def test_the_solo_session_shares_the_arena() -> None:
     """Each session's own arena would hold its own ~280 MB of u2netp activations."""
-    resident = {
-        threads: int(subprocess.run([sys.executable, "-c", _RESIDENT_AFTER_BOTH_SESSIONS, str(threads)], capture_output=True, text=True, check=True).stdout)
-        for threads in (1, 2)
-    }
+    def resident_mb(solo_threads: int) -> int:
+        command = [sys.executable, "-c", _RESIDENT_AFTER_BOTH_SESSIONS, str(solo_threads)]
+        return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+    resident = {threads: resident_mb(threads) for threads in (1, 2)}
     assert resident[2] - resident[1] < 100, resident
