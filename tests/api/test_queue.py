@@ -71,3 +71,13 @@ def test_workers_yield_the_cpu_to_the_event_loop() -> None:
 
 async def _niceness_in_pool(runner, niceness):  # type: ignore[no-untyped-def]
     return await runner.run(niceness)
+
+
+def test_retry_after_is_spread_around_the_expected_wait() -> None:
+    """Refused together, told the same wait, clients would come back together."""
+    from app.runner import spread_retry_after
+
+    waits = [spread_retry_after(4.0) for _ in range(1000)]
+    assert min(waits) == 2 and max(waits) == 6
+    assert 3.7 < sum(waits) / len(waits) < 4.3
+    assert {spread_retry_after(0.3) for _ in range(100)} == {1}  # never 0: that would mean at once
