@@ -13,7 +13,7 @@ next buffer faulted it in again. The event loop's 256 KB socket reads did that
 on every read. A 1 MB trim threshold keeps those. 16 MB would also spare a
 0.5 MP photo 4,500 of its 5,100 page faults (about 1 % of its time), but every
 thread's heap may then keep 16 MB it does not use: idle RSS grew 4.5 % in the
-10-minute soak instead of 2.2 %.
+10-minute soak, against 0.3 % with 1 MB.
 """
 
 from __future__ import annotations
