@@ -25,7 +25,7 @@ _M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 
 
-def return_large_buffers_to_os(threshold_bytes: int = 8 << 20, keep_bytes: int = 1 << 20) -> bool:
+def return_large_buffers_to_os(mmap_threshold_bytes: int = 8 << 20, trim_threshold_bytes: int = 1 << 20) -> bool:
     """Fix glibc's mmap and trim thresholds; ``False`` where the C library is not glibc."""
     name = ctypes.util.find_library("c")
     if name is None:
@@ -34,4 +34,5 @@ def return_large_buffers_to_os(threshold_bytes: int = 8 << 20, keep_bytes: int =
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, threshold_bytes)) and bool(mallopt(_M_TRIM_THRESHOLD, keep_bytes))
+    mmap_set = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold_bytes))
+    return mmap_set and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold_bytes))
