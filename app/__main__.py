@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from app.logs import configure_logging
 from app.main import create_app
 from app.model import ModelError, load_model
+from app.protocol import HttpProtocol
 from app.settings import Settings, SettingsError
 
 logger = logging.getLogger("app")
@@ -68,7 +69,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        http="httptools",  # a runtime dependency: fail loudly rather than fall back to h11
+        http=HttpProtocol,  # httptools, a runtime dependency: no quiet fall-back to h11
         log_config=None,  # ours, from configure_logging
         access_log=False,  # ours carry the request id and more
         timeout_graceful_shutdown=settings.graceful_timeout_seconds,

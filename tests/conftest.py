@@ -15,6 +15,7 @@ import uvicorn
 
 from app.main import create_app
 from app.model import SaliencyModel, load_model
+from app.protocol import HttpProtocol
 from app.settings import Settings
 
 
@@ -35,7 +36,7 @@ class LiveServer:
     def __init__(self, settings: Settings, model: SaliencyModel | None = None) -> None:
         self.settings = replace(settings, host="127.0.0.1", port=_free_port())
         self.url = f"http://127.0.0.1:{self.settings.port}"
-        config = uvicorn.Config(create_app(self.settings, model), host="127.0.0.1", port=self.settings.port, log_level="warning", http="httptools")
+        config = uvicorn.Config(create_app(self.settings, model), host="127.0.0.1", port=self.settings.port, log_level="warning", http=HttpProtocol)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

@@ -1,0 +1,129 @@
+"""The HTTP protocol drops a body the app never read, exactly to its end, over real sockets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from app.protocol import HttpProtocol
+
+QUIET_LIMIT_S = 1  # the server's keep-alive timeout here: a skip that hears nothing for this long ends
+
+
+async def refuse_posts(scope: Scope, receive: Receive, send: Send) -> None:
+    """401 to a POST without reading its body, as our admission and key checks answer; 200 to anything else."""
+    if scope["type"] != "http":
+        return
+    status = 401 if scope["method"] == "POST" else 200
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[tuple[str, int]]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        refuse_posts,
+        host="127.0.0.1",
+        port=port,
+        http=HttpProtocol,
+        log_level="warning",
+        timeout_keep_alive=QUIET_LIMIT_S,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the server did not start"
+        time.sleep(0.01)
+    yield "127.0.0.1", port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _post_head(length: int, *extra: str) -> bytes:
+    lines = ["POST /remove HTTP/1.1", "Host: test", "Content-Type: image/jpeg", f"Content-Length: {length}", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+GET = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+def _statuses(connection: socket.socket, count: int) -> list[int]:
+    """The statuses of the next ``count`` responses, each with the 2-byte body the app sends."""
+    buffered, statuses = b"", []
+    while len(statuses) < count:
+        head, found, rest = buffered.partition(b"\r\n\r\n")
+        if found and len(rest) >= 2:
+            statuses.append(int(head.split(b" ", 2)[1]))
+            buffered = rest[2:]
+            continue
+        chunk = connection.recv(65536)
+        assert chunk, f"the connection closed after {statuses}"
+        buffered += chunk
+    return statuses
+
+
+def _send_in_background(connection: socket.socket, data: bytes) -> threading.Thread:
+    sender = threading.Thread(target=connection.sendall, args=(data,))
+    sender.start()
+    return sender
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("body_mb", [0.001, 3, 20])
+def test_an_unread_body_is_dropped_to_its_end_and_the_next_request_is_served(
+    address: tuple[str, int], body_mb: float
+) -> None:
+    body = os.urandom(int(body_mb * 1e6))
+    with socket.create_connection(address, timeout=10) as connection:
+        sender = _send_in_background(connection, _post_head(len(body)) + body + GET + _post_head(3) + b"abc" + GET)
+        assert _statuses(connection, 4) == [401, 200, 401, 200]
+        sender.join()
+
+
+def test_a_chunked_body_still_goes_through_the_parser(address: tuple[str, int]) -> None:
+    chunk = b"x" * 300_000
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(10)) + b"0\r\n\r\n"
+    head = b"POST /remove HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with socket.create_connection(address, timeout=10) as connection:
+        sender = _send_in_background(connection, head + chunked + GET)
+        assert _statuses(connection, 2) == [401, 200]
+        sender.join()
+
+
+def test_a_client_that_goes_quiet_inside_its_body_is_let_go(address: tuple[str, int]) -> None:
+    """uvicorn's parser would wait for the rest of the body for ever."""
+    with socket.create_connection(address, timeout=QUIET_LIMIT_S * 10) as connection:
+        connection.sendall(_post_head(5_000_000) + b"x" * 1_000_000)
+        assert _statuses(connection, 1) == [401]
+        started = time.monotonic()
+        assert connection.recv(1) == b""  # closed by the server
+        assert time.monotonic() - started < QUIET_LIMIT_S * 4
+
+
+def test_a_client_that_gives_up_inside_its_body_leaves_nothing_open(address: tuple[str, int]) -> None:
+    before = _open_fds()
+    for _ in range(20):
+        with socket.create_connection(address, timeout=10) as connection:
+            connection.sendall(_post_head(5_000_000) + b"x" * 1_000_000)
+            assert _statuses(connection, 1) == [401]
+    deadline = time.monotonic() + 5
+    while _open_fds() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _open_fds() <= before  # neither the connections nor the skips' duplicate descriptors
+    with socket.create_connection(address, timeout=10) as connection:
+        connection.sendall(GET)
+        assert _statuses(connection, 1) == [200]
