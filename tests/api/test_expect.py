@@ -106,7 +106,7 @@ def test_a_missing_key_is_refused_before_the_upload(keyed_server: LiveServer, pa
 
 
 def test_without_expect_a_refused_upload_keeps_the_connection(keyed_server: LiveServer) -> None:
-    """A client that sends its body at once has it read and dropped, and may reuse the connection."""
+    """A client that sends its body at once has it dropped, and may reuse the connection."""
     body = photo_bytes()
     with _open(keyed_server) as connection:
         buffered = bytearray()
