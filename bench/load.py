@@ -51,7 +51,10 @@ stops sending and the server is restarted, so rembg cannot take the machine down
 Flood mode: ``--flood-concurrency`` clients each send 24 MP JPEGs back to back for
 ``--flood-seconds``, a 503 followed at once by the next request (``--flood-retry-after``
 makes them wait as Retry-After says, ``--flood-pause-ms`` adds a pause, ``--flood-expect``
-holds each body back until the server asks for it, as curl does). Reported: the
+holds each body back until the server asks for it, as curl does; ``--flood-client-cpus 1``
+runs the clients and the probe on CPU 1 and the server on the rest, as if the clients were
+another machine, since in Python they otherwise take most of a core from the server's
+event loop). Reported: the
 server's peak RSS against a memory bound derived from the configuration (idle RSS + WORKERS x
 a MAX_PIXELS photo's working set, scaled from README's 48 MP figure + WORKERS + MAX_QUEUE
 uploads of MAX_UPLOAD_BYTES; or ``--memory-bound-mb``), the latency of the 503 answers
@@ -991,6 +994,43 @@ def healthz_probe() -> None:
     print(json.dumps(samples))
 
 
+def cpu_set(text: str) -> set[int]:
+    """``1`` or ``0-3,6``, as taskset takes them."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus))
+
+
+def _set_affinity(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid``: on Linux each has its own CPU mask, and new ones inherit their creator's."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:  # the thread has ended
+            pass
+
+
+def pin_apart(server_pid: int, client_cpus: set[int]) -> set[int]:
+    """The server on the CPUs the clients leave free, as if the clients ran on another machine; returns all."""
+    every = os.sched_getaffinity(0)
+    if not client_cpus < every:
+        raise SystemExit(f"--flood-client-cpus must leave the server some of CPUs {_cpu_list(every)}")
+    _set_affinity(server_pid, every - client_cpus)
+    _set_affinity(os.getpid(), client_cpus)  # the /healthz probe, started next, inherits it
+    return every
+
+
+def unpin(server_pid: int, every: set[int]) -> None:
+    _set_affinity(server_pid, every)
+    _set_affinity(os.getpid(), every)
+
+
 def memory_bound_mb(info: dict[str, Any], idle_mb: float) -> tuple[float, str]:
     """What the configuration lets the process hold: idle + every worker on a MAX_PIXELS photo
     + every admitted request's upload (admitted requests hold their body while they wait)."""
@@ -1037,6 +1077,7 @@ def run_flood(args: argparse.Namespace) -> None:
         else:
             bound, how = memory_bound_mb(info, idle_mb)
         sampler.mark()
+        every_cpu = pin_apart(server.pid, args.flood_client_cpus) if args.flood_client_cpus else None
         probe = subprocess.Popen(
             [
                 sys.executable,
@@ -1056,6 +1097,8 @@ def run_flood(args: argparse.Namespace) -> None:
         client_cpu, server_cpu = _client_cpu_s() - client0, sampler.cpu_s() - cpu0
         probe_out, _ = probe.communicate(timeout=args.flood_seconds + 120)
         peak = sampler.peak_mb()
+        if every_cpu is not None:
+            unpin(server.pid, every_cpu)  # the requests after the flood get every CPU, as before it
         after = asyncio.run(_one(server.port, normal, args.request_timeout))
         after_big = asyncio.run(_one(server.port, flood_job, args.request_timeout))
     finally:
@@ -1084,6 +1127,8 @@ def run_flood(args: argparse.Namespace) -> None:
         behaviour += ", a new connection each"
     if args.flood_pause_ms:
         behaviour += f", {args.flood_pause_ms:g} ms between requests"
+    if args.flood_client_cpus:
+        behaviour += f", on CPUs {_cpu_list(args.flood_client_cpus)} and the server on the others"
     print(
         f"\nFlood: {args.flood_concurrency} clients ({behaviour}), {args.flood_size:g} MP JPEG uploads for "
         f"{args.flood_seconds:g} s "
@@ -1524,6 +1569,12 @@ def main() -> None:
         "--flood-expect",
         action="store_true",
         help="send Expect: 100-continue and hold the body back until the server's 100, as curl does for uploads over 1 MB",
+    )
+    fl.add_argument(
+        "--flood-client-cpus",
+        type=cpu_set,
+        help="run the clients and the /healthz probe on these CPUs (e.g. 1) and the server on the others, "
+        "as if the clients were another machine (default: all share every CPU)",
     )
     fl.add_argument("--healthz-interval-ms", type=float, default=100)
     fl.add_argument(
