@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from app.main import create_app
 from app.model import SaliencyModel, load_model
 from app.protocol import HttpProtocol
 from app.settings import Settings
+from tests.wire import free_port
 
 
 @pytest.fixture(scope="session")
@@ -24,19 +24,14 @@ def model() -> SaliencyModel:
     return load_model(Settings())
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class LiveServer:
     """The app under uvicorn in a background thread, reachable over real HTTP."""
 
     def __init__(self, settings: Settings, model: SaliencyModel | None = None) -> None:
-        self.settings = replace(settings, host="127.0.0.1", port=_free_port())
+        self.settings = replace(settings, host="127.0.0.1", port=free_port())
         self.url = f"http://127.0.0.1:{self.settings.port}"
-        config = uvicorn.Config(create_app(self.settings, model), host="127.0.0.1", port=self.settings.port, log_level="warning", http=HttpProtocol)
+        app = create_app(self.settings, model)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.settings.port, log_level="warning", http=HttpProtocol)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

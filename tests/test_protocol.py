@@ -13,6 +13,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from app.protocol import HttpProtocol
+from tests.wire import closed_by_server, free_port, read_body, read_head
 
 QUIET_LIMIT_S = 1  # the server's keep-alive timeout here: a skip that hears nothing for this long ends
 
@@ -28,9 +29,7 @@ async def refuse_posts(scope: Scope, receive: Receive, send: Send) -> None:
 
 @pytest.fixture(scope="module")
 def address() -> Iterator[tuple[str, int]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(
         refuse_posts,
         host="127.0.0.1",
@@ -50,8 +49,8 @@ def address() -> Iterator[tuple[str, int]]:
     thread.join(timeout=10)
 
 
-def _post_head(length: int, *extra: str) -> bytes:
-    lines = ["POST /remove HTTP/1.1", "Host: test", "Content-Type: image/jpeg", f"Content-Length: {length}", *extra]
+def _post_head(length: int) -> bytes:
+    lines = ["POST /remove HTTP/1.1", "Host: test", "Content-Type: image/jpeg", f"Content-Length: {length}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -59,17 +58,12 @@ GET = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
 
 
 def _statuses(connection: socket.socket, count: int) -> list[int]:
-    """The statuses of the next ``count`` responses, each with the 2-byte body the app sends."""
-    buffered, statuses = b"", []
-    while len(statuses) < count:
-        head, found, rest = buffered.partition(b"\r\n\r\n")
-        if found and len(rest) >= 2:
-            statuses.append(int(head.split(b" ", 2)[1]))
-            buffered = rest[2:]
-            continue
-        chunk = connection.recv(65536)
-        assert chunk, f"the connection closed after {statuses}"
-        buffered += chunk
+    """The statuses of the next ``count`` responses."""
+    buffered, statuses = bytearray(), []
+    for _ in range(count):
+        status, headers = read_head(connection, buffered)
+        read_body(connection, buffered, int(headers["content-length"]))
+        statuses.append(status)
     return statuses
 
 
@@ -110,7 +104,7 @@ def test_a_client_that_goes_quiet_inside_its_body_is_let_go(address: tuple[str, 
         connection.sendall(_post_head(5_000_000) + b"x" * 1_000_000)
         assert _statuses(connection, 1) == [401]
         started = time.monotonic()
-        assert connection.recv(1) == b""  # closed by the server
+        assert closed_by_server(connection, bytearray())
         assert time.monotonic() - started < QUIET_LIMIT_S * 4
 
 

@@ -13,6 +13,7 @@ from app.model import SaliencyModel
 from app.settings import Settings
 from tests.conftest import LiveServer, serving
 from tests.images import large_photo_bytes, photo_bytes
+from tests.wire import closed_by_server, read_body, read_head
 
 
 def _open(server: LiveServer) -> socket.socket:
@@ -24,43 +25,17 @@ def _head(path: str, length: int, *extra: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def _read_head(connection: socket.socket, buffered: bytearray) -> tuple[int, dict[str, str]]:
-    """One response's status and headers; what follows them stays in ``buffered``."""
-    while b"\r\n\r\n" not in buffered:
-        chunk = connection.recv(65536)
-        assert chunk, "the connection closed before a response"
-        buffered += chunk
-    head, _, rest = bytes(buffered).partition(b"\r\n\r\n")
-    buffered[:] = rest
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
-    return int(status_line.split()[1]), headers
-
-
-def _read_body(connection: socket.socket, buffered: bytearray, length: int) -> bytes:
-    while len(buffered) < length:
-        chunk = connection.recv(65536)
-        assert chunk, "the connection closed inside a response body"
-        buffered += chunk
-    body, buffered[:] = bytes(buffered[:length]), buffered[length:]
-    return body
-
-
-def _closed_by_server(connection: socket.socket, buffered: bytearray) -> bool:
-    return not buffered and connection.recv(1) == b""
-
-
 def test_an_accepted_upload_is_asked_for_then_cut_out(server: LiveServer) -> None:
     body = photo_bytes()
     with _open(server) as connection:
         buffered = bytearray()
         connection.sendall(_head("/remove", len(body)))
-        status, _ = _read_head(connection, buffered)
+        status, _ = read_head(connection, buffered)
         assert status == 100
         connection.sendall(body)
-        status, headers = _read_head(connection, buffered)
+        status, headers = read_head(connection, buffered)
         assert status == 200
-        assert _read_body(connection, buffered, int(headers["content-length"])).startswith(b"\x89PNG")
+        assert read_body(connection, buffered, int(headers["content-length"])).startswith(b"\x89PNG")
         assert headers.get("connection") != "close"
 
 
@@ -76,13 +51,13 @@ def test_a_busy_server_refuses_before_the_upload_and_closes(one_slot_server: Liv
         buffered = bytearray()
         started = time.perf_counter()
         connection.sendall(_head("/remove", 5_000_000))  # promised, never sent
-        status, headers = _read_head(connection, buffered)
+        status, headers = read_head(connection, buffered)
         elapsed = time.perf_counter() - started
         assert status == 503
         assert int(headers["retry-after"]) >= 1
         assert headers["connection"] == "close"
-        assert b'"busy"' in _read_body(connection, buffered, int(headers["content-length"]))
-        assert _closed_by_server(connection, buffered)
+        assert b'"busy"' in read_body(connection, buffered, int(headers["content-length"]))
+        assert closed_by_server(connection, buffered)
     assert elapsed < 1.0  # not waiting for a body: curl would wait a whole second before sending it
     assert httpx.post(one_slot_server.url + "/remove", content=photo_bytes(), timeout=60).status_code == 200
 
@@ -98,11 +73,11 @@ def test_a_missing_key_is_refused_before_the_upload(keyed_server: LiveServer, pa
     with _open(keyed_server) as connection:
         buffered = bytearray()
         connection.sendall(_head(path, 5_000_000))
-        status, headers = _read_head(connection, buffered)
+        status, headers = read_head(connection, buffered)
         assert status in (401, 403)  # remove.bg's API answers 403 for a missing key
         assert headers["connection"] == "close"
-        _read_body(connection, buffered, int(headers["content-length"]))
-        assert _closed_by_server(connection, buffered)
+        read_body(connection, buffered, int(headers["content-length"]))
+        assert closed_by_server(connection, buffered)
 
 
 def test_without_expect_a_refused_upload_keeps_the_connection(keyed_server: LiveServer) -> None:
@@ -113,7 +88,7 @@ def test_without_expect_a_refused_upload_keeps_the_connection(keyed_server: Live
         for _ in range(2):
             head = f"POST /remove HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
             connection.sendall(head.encode() + body)
-            status, headers = _read_head(connection, buffered)
+            status, headers = read_head(connection, buffered)
             assert status == 401
             assert headers.get("connection") != "close"
-            _read_body(connection, buffered, int(headers["content-length"]))
+            read_body(connection, buffered, int(headers["content-length"]))

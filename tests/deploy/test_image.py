@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from PIL import Image
 
 from tests.deploy.manifests import REPO
 from tests.images import photo_bytes
+from tests.wire import free_port
 
 SCRIPT = REPO / "deploy" / "offline-build.sh"
 IMAGE = "localhost/bgremove:test"
@@ -99,12 +99,6 @@ def container(image: str) -> Iterator[tuple[str, Path]]:
     subprocess.run([str(SCRIPT), "buildah", "rm", CONTAINER], check=False, capture_output=True, timeout=120)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every path of the container's file system with its mtime and size."""
     skip = {root / path for path in RUNTIME_PATHS}
@@ -167,7 +161,7 @@ def test_the_service_runs_in_the_image_cuts_out_a_photo_and_stops_on_sigterm(
     assert (root / "srv/bgremove/models/u2netp.onnx").is_file()
     assert not (root / "usr/bin/gcc").exists() and not (root / "opt/venv/bin/pip").exists()
     before = _snapshot(root)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     entrypoint = config["Entrypoint"] + (config.get("Cmd") or [])
     log = open(REPO / ".buildah" / "image-test.log", "wb")  # noqa: SIM115 - closed below
