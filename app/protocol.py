@@ -9,8 +9,9 @@ event loop. Here the socket is read with MSG_TRUNC, which on Linux discards TCP 
 copying it out, exactly up to the body's end; then the connection goes on with a fresh
 parser, so a keep-alive client loses nothing.
 
-Only a body framed by Content-Length, on Linux, is skipped this way; anything else still
-goes through the parser. This leans on uvicorn's httptools protocol (its parser callbacks,
+Only a body framed by Content-Length, over plain TCP (under TLS the bytes are records that
+must be decrypted in order) on Linux, is skipped this way; anything else still goes through
+the parser. This leans on uvicorn's httptools protocol (its parser callbacks,
 ``cycle`` and ``flow``): the tests that send real uploads over real sockets guard it.
 """
 
@@ -41,7 +42,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         unread = self._unread_body_bytes()
-        if unread and _KERNEL_DISCARDS and not self.transport.is_closing():
+        if unread and _KERNEL_DISCARDS and self.scheme == "http" and not self.transport.is_closing():
             self.flow.pause_reading()  # the skip reads the socket until the body ends
             self._skip = _BodySkip(self, unread)
             return

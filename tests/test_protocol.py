@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -27,26 +33,28 @@ async def refuse_posts(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-@pytest.fixture(scope="module")
-def address() -> Iterator[tuple[str, int]]:
+@contextmanager
+def _serving(**options: Any) -> Iterator[tuple[str, int]]:
+    """``refuse_posts`` under uvicorn with our protocol, in a thread; its address."""
     port = free_port()
-    config = uvicorn.Config(
-        refuse_posts,
-        host="127.0.0.1",
-        port=port,
-        http=HttpProtocol,
-        log_level="warning",
-        timeout_keep_alive=QUIET_LIMIT_S,
-    )
+    config = uvicorn.Config(refuse_posts, "127.0.0.1", port, http=HttpProtocol, log_level="warning", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the server did not start"
-        time.sleep(0.01)
-    yield "127.0.0.1", port
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the server did not start"
+            time.sleep(0.01)
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[tuple[str, int]]:
+    with _serving(timeout_keep_alive=QUIET_LIMIT_S) as serving_at:
+        yield serving_at
 
 
 def _post_head(length: int) -> bytes:
@@ -121,3 +129,19 @@ def test_a_client_that_gives_up_inside_its_body_leaves_nothing_open(address: tup
     with socket.create_connection(address, timeout=10) as connection:
         connection.sendall(GET)
         assert _statuses(connection, 1) == [200]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_under_tls_the_body_goes_through_the_parser(tmp_path: Path) -> None:
+    """Dropping TCP bytes would cut TLS records apart: the next request would never decrypt."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subject = ["-subj", "/CN=127.0.0.1", "-days", "1", "-keyout", str(key), "-out", str(cert)]
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", *subject]
+    subprocess.run(command, check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # our own throwaway certificate
+    body = os.urandom(3_000_000)
+    with _serving(ssl_keyfile=str(key), ssl_certfile=str(cert)) as at:
+        with context.wrap_socket(socket.create_connection(at, timeout=10)) as tls:
+            tls.sendall(_post_head(len(body)) + body + GET)  # one thread: an SSL socket is not for two
+            assert _statuses(tls, 2) == [401, 200]
