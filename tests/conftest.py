@@ -7,10 +7,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from app.main import create_app
 from app.model import SaliencyModel, load_model
@@ -24,24 +26,45 @@ def model() -> SaliencyModel:
     return load_model(Settings())
 
 
-class LiveServer:
-    """The app under uvicorn in a background thread, reachable over real HTTP."""
+class ThreadedServer:
+    """An ASGI app under uvicorn, with our HTTP protocol, in a background thread on a loopback port."""
 
-    def __init__(self, settings: Settings, model: SaliencyModel | None = None) -> None:
-        self.settings = replace(settings, host="127.0.0.1", port=free_port())
-        self.url = f"http://127.0.0.1:{self.settings.port}"
-        app = create_app(self.settings, model)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.settings.port, log_level="warning", http=HttpProtocol)
+    def __init__(self, app: ASGIApp, port: int, **options: Any) -> None:
+        self.address = ("127.0.0.1", port)
+        config = uvicorn.Config(app, "127.0.0.1", port, http=HttpProtocol, log_level="warning", **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
-    def start(self) -> LiveServer:
+    def start(self) -> ThreadedServer:
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the test server did not start")
             time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> ThreadedServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class LiveServer:
+    """The app under uvicorn in a background thread, reachable over real HTTP."""
+
+    def __init__(self, settings: Settings, model: SaliencyModel | None = None) -> None:
+        self.settings = replace(settings, host="127.0.0.1", port=free_port())
+        self.url = f"http://127.0.0.1:{self.settings.port}"
+        self._uvicorn = ThreadedServer(create_app(self.settings, model), self.settings.port)
+
+    def start(self) -> LiveServer:
+        self._uvicorn.start()
         return self
 
     def wait_ready(self, timeout: float = 30) -> None:
@@ -52,8 +75,7 @@ class LiveServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
+        self._uvicorn.stop()
 
     @contextmanager
     def busy_with(self, image: bytes, headers: dict[str, str] | None = None) -> Iterator[None]:

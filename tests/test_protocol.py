@@ -10,15 +10,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from app.protocol import HttpProtocol
+from tests.conftest import ThreadedServer
 from tests.wire import closed_by_server, free_port, read_body, read_head
 
 QUIET_LIMIT_S = 1  # the server's keep-alive timeout here: a skip that hears nothing for this long ends
@@ -33,28 +30,10 @@ async def refuse_posts(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-@contextmanager
-def _serving(**options: Any) -> Iterator[tuple[str, int]]:
-    """``refuse_posts`` under uvicorn with our protocol, in a thread; its address."""
-    port = free_port()
-    config = uvicorn.Config(refuse_posts, "127.0.0.1", port, http=HttpProtocol, log_level="warning", **options)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive(), "the server did not start"
-            time.sleep(0.01)
-        yield "127.0.0.1", port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def address() -> Iterator[tuple[str, int]]:
-    with _serving(timeout_keep_alive=QUIET_LIMIT_S) as serving_at:
-        yield serving_at
+    with ThreadedServer(refuse_posts, free_port(), timeout_keep_alive=QUIET_LIMIT_S) as server:
+        yield server.address
 
 
 def _post_head(length: int) -> bytes:
@@ -141,7 +120,7 @@ def test_under_tls_the_body_goes_through_the_parser(tmp_path: Path) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # our own throwaway certificate
     body = os.urandom(3_000_000)
-    with _serving(ssl_keyfile=str(key), ssl_certfile=str(cert)) as at:
-        with context.wrap_socket(socket.create_connection(at, timeout=10)) as tls:
+    with ThreadedServer(refuse_posts, free_port(), ssl_keyfile=str(key), ssl_certfile=str(cert)) as server:
+        with context.wrap_socket(socket.create_connection(server.address, timeout=10)) as tls:
             tls.sendall(_post_head(len(body)) + body + GET)  # one thread: an SSL socket is not for two
             assert _statuses(tls, 2) == [401, 200]
