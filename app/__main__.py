@@ -6,6 +6,7 @@ stops the process with one readable line instead of a lifespan traceback.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -74,7 +75,17 @@ def main() -> None:
         access_log=False,  # ours carry the request id and more
         timeout_graceful_shutdown=settings.graceful_timeout_seconds,
     )
+    freeze_startup_objects()
     GracefulServer(config, app, settings.drain_seconds).run()
+
+
+def freeze_startup_objects() -> None:
+    """Leave what start-up made (modules, the app, the model's wrappers) out of every later
+    collection: they live as long as the process, and a full collection that walks them all
+    took 45 ms of the event loop every 1.7 s when a flood of refused uploads churned connections.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 if __name__ == "__main__":
