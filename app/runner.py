@@ -2,7 +2,9 @@
 
 Admission is counted on the event loop (no locks needed): a request takes a
 slot *before* its body is read, so a flood of large uploads is turned away
-with 503 at once instead of being buffered into memory first.
+with 503 at once instead of being buffered into memory first. The workers run
+at the lowest CPU priority (``app.priority``), so that the loop doing this
+never waits for a core behind an image.
 """
 
 from __future__ import annotations
@@ -10,31 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
-import os
 import random
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import ParamSpec, TypeVar
 
+from app.priority import lower_this_thread
+
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-# Workers (and the threads they start, which inherit it) run at a lower CPU priority than the
-# event loop: with every core busy cutting out images, the loop still answers /healthz and
-# refuses a flood at once, while the images lose only the few milliseconds the loop takes.
-WORKER_NICENESS = 10
-
-
-def _yield_to_event_loop() -> None:
-    try:
-        thread = threading.get_native_id()  # this thread only: on Linux each thread has its own niceness
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + WORKER_NICENESS))
-    except (AttributeError, OSError):  # not Linux, or not permitted: same priority, nothing else changes
-        pass
 
 
 def spread_retry_after(expected_s: float) -> int:
@@ -60,7 +48,9 @@ class Runner:
     def __init__(self, workers: int, max_queue: int) -> None:
         self.workers = workers
         self.max_queue = max_queue
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker", initializer=_yield_to_event_loop)
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="worker", initializer=lower_this_thread
+        )
         self._admitted = 0
         self._running = 0
         self._mean_job_s = 1.0  # refined by every finished job

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ import httpx
 import pytest
 
 from app.model import SaliencyModel
+from app.runner import Runner
 from app.settings import Settings
 from tests.conftest import LiveServer, serving
 from tests.images import large_photo_bytes, photo_bytes
@@ -50,27 +53,15 @@ def test_full_queue_gives_fast_503_with_retry_after(tiny_server: LiveServer) -> 
     assert after.status_code == 200
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
 def test_workers_yield_the_cpu_to_the_event_loop() -> None:
     """With every core cutting out images, /healthz and refusals must still get the CPU at once."""
-    import asyncio
-    import os
-    import threading
-
-    from app.runner import WORKER_NICENESS, Runner
-
-    def niceness() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
     runner = Runner(workers=1, max_queue=0)
     try:
-        worker, loop = asyncio.run(_niceness_in_pool(runner, niceness)), niceness()
+        worker, loop = asyncio.run(runner.run(os.sched_getscheduler, 0)), os.sched_getscheduler(0)
     finally:
         runner.shutdown()
-    assert worker == min(19, loop + WORKER_NICENESS)
-
-
-async def _niceness_in_pool(runner, niceness):  # type: ignore[no-untyped-def]
-    return await runner.run(niceness)
+    assert (worker, loop) == (os.SCHED_IDLE, os.SCHED_OTHER)
 
 
 def test_retry_after_is_spread_around_the_expected_wait() -> None:

