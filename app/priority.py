@@ -14,8 +14,10 @@ those onnxruntime starts while a session is created take it too.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -31,28 +33,16 @@ def lower_this_thread() -> None:
         return
     except (AttributeError, OSError):
         pass
+    if sys.platform != "linux":
+        return  # only Linux gives each thread its own niceness; elsewhere the id may name a process
     try:
         thread = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + FALLBACK_NICENESS))
-    except (AttributeError, OSError):
+    except OSError:
         pass
 
 
 def at_low_priority(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """``fn`` run in a new thread of the lowest priority, so the threads it starts keep that priority."""
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        lower_this_thread()
-        try:
-            outcome.append(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it is
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="low-priority")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="low-priority", initializer=lower_this_thread) as once:
+        return once.submit(fn, *args, **kwargs).result()
