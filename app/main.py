@@ -20,7 +20,7 @@ from app.api.access import AccessMiddleware
 from app.api.admission import AdmissionMiddleware, ImageRoute
 from app.api.expect import ExpectContinueMiddleware
 from app.api.auth import Guard, rate_limit_headers
-from app.allocator import return_large_buffers_to_os
+from app.allocator import give_back_free_memory, keep_buffers_while_busy
 from app.metrics import Metrics
 from app.api.deps import ServiceState
 from app.model import SaliencyModel, load_model
@@ -48,8 +48,9 @@ def create_app(settings: Settings | None = None, model: SaliencyModel | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        return_large_buffers_to_os()
-        state = ServiceState(settings=settings, runner=Runner(settings.workers, settings.queue_limit), model=model)
+        keep_buffers_while_busy()
+        runner = Runner(settings.workers, settings.queue_limit, on_idle=give_back_free_memory)
+        state = ServiceState(settings=settings, runner=runner, model=model)
         app.state.service = state
         observed.watch(state.runner)
         if state.model is None:

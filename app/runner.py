@@ -45,9 +45,15 @@ class QueueFull(Exception):
 
 
 class Runner:
-    def __init__(self, workers: int, max_queue: int) -> None:
+    def __init__(
+        self, workers: int, max_queue: int, on_idle: Callable[[], object] | None = None, idle_after_s: float = 2.0
+    ) -> None:
+        """``on_idle`` runs on a worker once no job has run for ``idle_after_s``: housekeeping
+        (``app.allocator.give_back_free_memory``) that would slow the jobs if done between them."""
         self.workers = workers
         self.max_queue = max_queue
+        self._on_idle, self._idle_after_s = on_idle, idle_after_s
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._executor = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="worker", initializer=lower_this_thread
         )
@@ -88,14 +94,24 @@ class Runner:
             started = time.perf_counter()
             return fn(*args, **kwargs), time.perf_counter() - started
 
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         self._running += 1
         try:
             # The caller's context (its request id) goes along, so the job's log lines carry it.
             result, elapsed = await loop.run_in_executor(self._executor, contextvars.copy_context().run, job)
         finally:
             self._running -= 1
+            if self._running == 0 and self._on_idle is not None and self._idle_timer is None:
+                self._idle_timer = loop.call_later(self._idle_after_s, self._idle)
         self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * elapsed
         return result
+
+    def _idle(self) -> None:
+        self._idle_timer = None
+        if self._running == 0 and self.accepting and self._on_idle is not None:
+            self._executor.submit(self._on_idle)
 
     def _retry_after_s(self) -> int:
         """Roughly when the next place frees up: the next of the running jobs to finish.
@@ -108,4 +124,6 @@ class Runner:
     def shutdown(self) -> None:
         """Refuse new work and wait for the jobs already running."""
         self.accepting = False
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self._executor.shutdown(wait=True, cancel_futures=False)

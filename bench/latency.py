@@ -128,7 +128,7 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
     report: dict[str, Any] = {"impl": impl, "megapixels": megapixels}
     if impl.startswith("ours"):
         sys.path.insert(0, str(REPO))
-        from app.allocator import return_large_buffers_to_os
+        from app.allocator import keep_buffers_while_busy
         from app.imaging.encode import EncoderSettings
         from app.model import load_model
         from app.pipeline import Limits, RemoveOptions, remove_background
@@ -137,7 +137,7 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
         # The service's own configuration (INTRA_OP_THREADS etc. may be set); cwd is the repo
         # root, so the default model path resolves and is checked against its pinned hash.
         settings = Settings.from_env()
-        return_large_buffers_to_os()  # as the service's lifespan does
+        keep_buffers_while_busy()  # as the service's lifespan does
         model = load_model(settings)
         refine = settings.refine and impl == "ours"
         options, limits, encoder = RemoveOptions(refine=refine), Limits.from_settings(settings), EncoderSettings.from_settings(settings)

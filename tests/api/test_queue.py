@@ -64,6 +64,32 @@ def test_workers_yield_the_cpu_to_the_event_loop() -> None:
     assert (worker, loop) == (os.SCHED_IDLE, os.SCHED_OTHER)
 
 
+def test_idle_housekeeping_runs_once_the_workers_rest() -> None:
+    """Memory is given back between bursts, never between the jobs of one, and never on the event loop."""
+    threads: list[str] = []
+
+    async def scenario() -> list[int]:
+        runner = Runner(workers=1, max_queue=1, on_idle=lambda: threads.append(threading.current_thread().name),
+                        idle_after_s=0.2)
+        seen = []
+        try:
+            await runner.run(time.sleep, 0.01)
+            await asyncio.sleep(0.1)
+            await runner.run(time.sleep, 0.01)  # in time: the pending housekeeping is put off
+            await asyncio.sleep(0.1)
+            seen.append(len(threads))
+            await asyncio.sleep(0.3)
+            seen.append(len(threads))
+            await asyncio.sleep(0.4)  # idle on: once per rest, not again and again
+            seen.append(len(threads))
+        finally:
+            runner.shutdown()
+        return seen
+
+    assert asyncio.run(scenario()) == [0, 1, 1]
+    assert threads[0].startswith("worker")
+
+
 def test_retry_after_is_spread_around_the_expected_wait() -> None:
     """Refused together, told the same wait, clients would come back together."""
     from app.runner import spread_retry_after
