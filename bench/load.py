@@ -72,8 +72,9 @@ Soak mode: ``--soak-concurrency`` clients send a seeded mix of valid photos (sev
 formats and options) and broken input (truncated, random bytes, bit flips, wrong types,
 oversized declared dimensions or length, bad multipart, bad options, unknown paths) for
 ``--soak-seconds``. Reported: status counts per input (target: no 5xx), RSS after the warm-up
-against RSS at the end (target: under 5 % growth), both taken idle, 2 s after the clients
-stop, so that no image in flight counts (the warm-up begins with every kind of request once
+against RSS at the end (target: under 5 % growth), both taken idle, 4 s after the clients
+stop, so that no image in flight counts and the service has given back what its heaps kept
+while busy (2 s after its last job; ``app.allocator``) (the warm-up begins with every kind of request once
 and the largest photo on every connection at once); the medians under load are printed
 beside them. Likewise the server's open file descriptors (target: no growth).
 ``--samples-csv FILE`` writes the RSS (and fd) samples of a flood or soak run for a plot;
@@ -1398,7 +1399,7 @@ def run_soak(args: argparse.Namespace) -> None:
     server.start()
     sampler = Sampler(server.pid, args.soak_sample_ms / 1000, fds=True)
     sampler.start()
-    settle_s = 2.0  # after the clients stop: in-flight work done, connections closed, big buffers returned
+    settle_s = 4.0  # after the clients stop: in-flight work done, connections closed, idle give-back done
 
     def idle() -> tuple[float, int]:
         time.sleep(settle_s)
