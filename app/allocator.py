@@ -2,13 +2,15 @@
 
 Every buffer glibc maps or hands back must be page-faulted in again by the next
 image, and in a process whose threads run on many cores each unmapping also
-interrupts every one of them to flush its TLB. With glibc's defaults, fixed
-thresholds of 8 MB (mmap) and 1 MB (trim), a 12 MP cut-out took 55,000-61,000
-page faults and 150-200 ms of system time, and on 16 cores 16 worker threads cut
-out 62 % of what 16 one-thread processes did (23 % of their CPU in the kernel,
-against 12 %; bench/scaling.py). Buffers under 32 MB (glibc's largest mmap
-threshold) now come from the heap, and up to 16 MB free at a heap's top stays:
-11,000-24,000 faults and 40-80 ms, no higher peak RSS (24 MP, 48 MP alone).
+interrupts every one of them to flush its TLB. With the thresholds fixed at 8 MB
+(mmap) and 1 MB (trim), as before, a 12 MP cut-out took 55,000-61,000 page faults
+and 150-200 ms of system time, and on 16 cores 16 worker threads cut out 62 % of
+what 16 one-thread processes did, with twice their share of CPU in the kernel
+(bench/scaling.py; 86 % with glibc keeping everything freed). Buffers under 32 MB,
+glibc's largest mmap threshold, now come from the heap, and up to 16 MB free at a
+heap's top stays there: 11,000-24,000 faults and 40-80 ms. Peak RSS of one photo
+alone is unchanged (24 MP 559 -> 569 MB, 48 MP 728 -> 741 MB); with several at once
+the heaps hold more (12 MP, 4 clients: 930-968 -> 1,003-1,022 MB).
 
 What the heaps keep is given back once the workers have been idle a moment
 (``give_back_free_memory``, from ``app.runner``), so a service at rest holds
