@@ -51,7 +51,8 @@ def give_back_free_memory() -> bool:
 
 
 def _tuned_by_operator() -> bool:
-    return any(knob in os.environ for knob in _OPERATOR_KNOBS) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(knob in os.environ for knob in _OPERATOR_KNOBS) or "glibc.malloc." in tunables
 
 
 @cache

@@ -73,9 +73,9 @@ formats and options) and broken input (truncated, random bytes, bit flips, wrong
 oversized declared dimensions or length, bad multipart, bad options, unknown paths) for
 ``--soak-seconds``. Reported: status counts per input (target: no 5xx), RSS after the warm-up
 against RSS at the end (target: under 5 % growth), both taken idle, 4 s after the clients
-stop, so that no image in flight counts and the service has given back what its heaps kept
-while busy (2 s after its last job; ``app.allocator``) (the warm-up begins with every kind of request once
-and the largest photo on every connection at once); the medians under load are printed
+stop: no image is in flight, and the service has given back what its heaps kept while busy
+(2 s after its last job; ``app.allocator``). The warm-up begins with every kind of request
+once and the largest photo on every connection at once. The medians under load are printed
 beside them. Likewise the server's open file descriptors (target: no growth).
 ``--samples-csv FILE`` writes the RSS (and fd) samples of a flood or soak run for a plot;
 ``--answers-csv FILE`` every answer of a flood, with when it came and its two latencies.

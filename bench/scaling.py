@@ -55,7 +55,6 @@ CHILD_SLACK_S = 120.0
 
 @dataclass
 class Outcome:
-    images: int
     rate: float  # images/s
     span_s: float  # from the common start to the last image's end
     cpu_s: float
@@ -99,7 +98,6 @@ def child(variant: str, megapixels: float, threads: int, start_at: float, second
             remove_background(data, options, model)  # type: ignore[arg-type]
 
     rates: list[float] = [0.0] * threads
-    counts: list[int] = [0] * threads
     spans: list[float] = [0.0] * threads
     usage: list[resource.struct_rusage] = []
 
@@ -118,7 +116,6 @@ def child(variant: str, megapixels: float, threads: int, start_at: float, second
                 done += 1
             spans[index] = time.perf_counter() - started
             rates[index] = done / spans[index]
-            counts[index] = done
 
     workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
     for worker in workers:
@@ -129,7 +126,6 @@ def child(variant: str, megapixels: float, threads: int, start_at: float, second
     before = usage[0]
     return {
         "span_s": max(spans),
-        "images": sum(counts),
         "rate": sum(rates),
         "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "sys_s": after.ru_stime - before.ru_stime,
@@ -138,20 +134,11 @@ def child(variant: str, megapixels: float, threads: int, start_at: float, second
 
 
 def _own_session_model(shared: object) -> object:
-    """A model whose session has its own arena (onnxruntime's default), not the process-wide one."""
-    import onnxruntime as ort
-
-    from app.model.session import SaliencyModel
+    """The same model with a session of its own arena (onnxruntime's default), not the process-wide one."""
+    from app.model.session import SaliencyModel, _session
 
     info = shared.info  # type: ignore[attr-defined]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.enable_mem_pattern = False
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(info.path, sess_options=options, providers=["CPUExecutionProvider"])
-    return SaliencyModel(session, info)
+    return SaliencyModel(_session(Path(info.path).read_bytes(), 1, shared_arena=False), info)
 
 
 # ---------------------------------------------------------------- the parent
@@ -176,7 +163,6 @@ def run_variant(variant: str, megapixels: float, concurrency: int, seconds: floa
             raise RuntimeError(f"{variant} child failed: {err.strip().splitlines()[-1:] or process.returncode}")
         results.append(json.loads(out.strip().splitlines()[-1]))
     return Outcome(
-        images=sum(r["images"] for r in results),
         rate=sum(r["rate"] for r in results),
         span_s=max(r["span_s"] for r in results),
         cpu_s=sum(r["cpu_s"] for r in results),

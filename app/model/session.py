@@ -139,7 +139,8 @@ class SaliencyModel:
             self.predict(grey)  # in company: the shared one
 
 
-def _session(data: bytes, intra_op_threads: int) -> ort.InferenceSession:
+def _session(data: bytes, intra_op_threads: int, shared_arena: bool = True) -> ort.InferenceSession:
+    """``shared_arena=False``, for bench/scaling.py only: the session's own arena, onnxruntime's default."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
@@ -151,8 +152,9 @@ def _session(data: bytes, intra_op_threads: int) -> ort.InferenceSession:
     options.log_severity_level = 3
     # Pool threads that spin between operators burn the cores the other workers need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    _register_shared_arena()
-    options.add_session_config_entry("session.use_env_allocators", "1")
+    if shared_arena:
+        _register_shared_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
     return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
 
 
