@@ -103,7 +103,7 @@ class Runner:
             result, elapsed = await loop.run_in_executor(self._executor, contextvars.copy_context().run, job)
         finally:
             self._running -= 1
-            if self._running == 0 and self._on_idle is not None and self._idle_timer is None:
+            if self._running == 0 and self._on_idle is not None:  # every job start cancels a pending timer
                 self._idle_timer = loop.call_later(self._idle_after_s, self._idle)
         self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * elapsed
         return result
