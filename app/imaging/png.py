@@ -63,14 +63,14 @@ def encode_png(source: RowSource | np.ndarray, level: int = 1, threads: int = 1,
     band_rows = max(1, _BAND_BYTES // max(1, row_bytes))
     bands = [(top, min(top + band_rows, height)) for top in range(0, height, band_rows)]
 
-    def deflate(band: tuple[int, int]) -> tuple[bytes, int, int]:
+    def deflate(band: tuple[int, int]) -> tuple[list[bytes], int, int]:
         top, bottom = band
         first = max(0, top - 1)  # the row above the band, for the Up filter
         rows = np.ascontiguousarray(source.rows(first, bottom)).reshape(bottom - first, row_bytes)
         filtered = _filter_up(rows, has_previous=top > 0)
         compressor = _compressor(level)
         finish = zlib.Z_FINISH if bottom == height else zlib.Z_SYNC_FLUSH
-        return compressor.compress(filtered) + compressor.flush(finish), isal_zlib.adler32(filtered), filtered.size
+        return [compressor.compress(filtered), compressor.flush(finish)], isal_zlib.adler32(filtered), filtered.size
 
     if threads > 1 and len(bands) > 1:
         with ThreadPoolExecutor(max_workers=min(threads, len(bands))) as pool:
@@ -81,13 +81,13 @@ def encode_png(source: RowSource | np.ndarray, level: int = 1, threads: int = 1,
     checksum = 1
     for _, band_checksum, size in deflated:
         checksum = adler32_combine(checksum, band_checksum, size)
-    idat = b"".join(_zlib_frame(deflated, checksum))
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPES[channels], 0, 0, 0)
-    chunks = [_chunk(b"IHDR", header)]
+    pieces = [_SIGNATURE, *_chunk(b"IHDR", [header])]
     if icc_profile:
-        chunks.append(_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
-    chunks += [_chunk(b"IDAT", idat), _chunk(b"IEND", b"")]
-    return _SIGNATURE + b"".join(chunks)
+        pieces += _chunk(b"iCCP", [b"ICC profile\x00\x00", zlib.compress(icc_profile)])
+    pieces += _chunk(b"IDAT", list(_zlib_frame(deflated, checksum)))
+    pieces += _chunk(b"IEND", [])
+    return b"".join(pieces)  # one copy of the file, and a big join lets go of the GIL (``+`` does not)
 
 
 def _compressor(level: int) -> zlib._Compress | isal_zlib.Compress:
@@ -110,15 +110,19 @@ def _filter_up(rows: np.ndarray, has_previous: bool) -> np.ndarray:
     return out
 
 
-def _zlib_frame(deflated: list[tuple[bytes, int, int]], checksum: int) -> Iterator[bytes]:
+def _zlib_frame(deflated: list[tuple[list[bytes], int, int]], checksum: int) -> Iterator[bytes]:
     yield b"\x78\x01"  # zlib header: deflate, 32 KB window, no preset dictionary
-    for data, _, _ in deflated:
-        yield data
+    for parts, _, _ in deflated:
+        yield from parts
     yield struct.pack(">I", checksum)
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+def _chunk(kind: bytes, body: list[bytes]) -> list[bytes]:
+    """A chunk as pieces, its body never joined on its own; the CRC runs over the pieces in turn."""
+    crc = zlib.crc32(kind)
+    for part in body:
+        crc = zlib.crc32(part, crc)
+    return [struct.pack(">I", sum(map(len, body))) + kind, *body, struct.pack(">I", crc)]
 
 
 def adler32_combine(first: int, second: int, second_length: int) -> int:

@@ -56,3 +56,20 @@ def test_adler32_combine_matches_zlib() -> None:
         first, second = rng.bytes(first_size), rng.bytes(second_size)
         combined = adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second))
         assert combined == zlib.adler32(first + second)
+
+
+def test_every_chunk_carries_its_own_length_and_crc() -> None:
+    """Decoders skip the IDAT CRC, so check it here: the CRC is run over the body's pieces in turn."""
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    pixels = np.ascontiguousarray(np.tile(np.asarray(photo()), (8, 2, 1)))  # several bands, so several pieces
+    png = encode_png(pixels, threads=2, icc_profile=profile)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    kinds, offset = [], 8
+    while offset < len(png):
+        length, kind = int.from_bytes(png[offset : offset + 4], "big"), png[offset + 4 : offset + 8]
+        body = png[offset + 8 : offset + 8 + length]
+        assert len(body) == length
+        assert int.from_bytes(png[offset + 8 + length : offset + 12 + length], "big") == zlib.crc32(kind + body)
+        kinds.append(kind)
+        offset += 12 + length
+    assert kinds == [b"IHDR", b"iCCP", b"IDAT", b"IEND"]
