@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from app.errors import ApiError
-from app.imaging.encode import Cutout, EncoderSettings, encode, foreground_box
-from tests.images import decode
+from app.imaging.encode import Cutout, EncoderSettings, encode, encode_jpeg, encode_webp, foreground_box
+from tests.images import decode, photo
 
 RED = (200, 30, 40)
+WHITE_BG = (255, 255, 255, 255)
 
 
 def _subject() -> tuple[np.ndarray, np.ndarray]:
@@ -90,3 +91,75 @@ def test_compose_takes_crops_and_tiny_shapes(background: tuple[int, int, int, in
         assert np.array_equal(Cutout(view_rgb.copy(), view_alpha.copy(), background).pixels(), out)
         png = encode(Cutout(view_rgb, view_alpha, background), "png", EncoderSettings(threads=2))
         assert np.array_equal(np.asarray(decode(png)), out)
+
+
+def test_jpeg_keeps_its_colours_and_matches_pillows_at_the_same_quality() -> None:
+    """OpenCV writes it (it lets go of the GIL); it must read back as Pillow's own would, not as BGR."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    pixels = np.asarray(photo())
+    ours = decode(encode_jpeg(pixels.copy(), 90))  # its channels are swapped in place
+    buffer = BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    pillows = decode(buffer.getvalue())
+    assert ours.mode == "RGB"
+    difference = np.abs(np.asarray(ours, dtype=np.int16) - np.asarray(pillows, dtype=np.int16))
+    assert difference.mean() < 1.0
+    assert abs(len(encode_jpeg(pixels.copy(), 90)) / len(buffer.getvalue()) - 1) < 0.1
+    red = decode(encode_jpeg(np.full((16, 16, 3), RED, dtype=np.uint8), 90))
+    assert np.abs(np.asarray(red, dtype=np.int16) - np.array(RED)).max() <= 2
+
+
+def test_jpeg_mask_is_grayscale() -> None:
+    rgb, alpha = _subject()
+    image = decode(encode(Cutout(rgb, alpha, mask_only=True), "jpeg", EncoderSettings()))
+    assert image.mode == "L"
+    assert np.abs(np.asarray(image, dtype=np.int16) - alpha).mean() < 4
+
+
+@pytest.mark.parametrize("profile_size", [3_000, 150_000])  # one APP2 segment, then three
+def test_jpeg_carries_the_icc_profile_after_the_jfif_header(profile_size: int) -> None:
+    profile = np.random.default_rng(profile_size).bytes(profile_size)  # readers join the segments unread
+    rgb, alpha = _subject()
+    jpeg = encode(Cutout(rgb, alpha, WHITE_BG), "jpeg", EncoderSettings(), icc_profile=profile)
+    assert jpeg[2:4] == b"\xff\xe0" and jpeg[6:11] == b"JFIF\x00"
+    image = decode(jpeg)
+    assert image.info["icc_profile"] == profile
+    assert image.size == (60, 40)
+
+
+def test_webp_keeps_its_colours_and_alpha_as_pillows_does() -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    rgb = np.asarray(photo())
+    alpha = np.zeros(rgb.shape[:2], dtype=np.uint8)
+    alpha[20:-20, 30:-30] = 255
+    alpha[20:-20, 30] = 100
+    rgba = np.dstack([rgb, alpha])
+    ours = np.asarray(decode(encode_webp(rgba.copy(), 90)), dtype=np.int16)  # its channels are swapped in place
+    buffer = BytesIO()
+    Image.fromarray(rgba).save(buffer, "WEBP", quality=90, method=4)
+    pillows = np.asarray(decode(buffer.getvalue()), dtype=np.int16)
+    assert np.array_equal(ours[..., 3], alpha)  # alpha is kept losslessly
+    visible = alpha > 0
+    assert np.abs(ours[..., :3] - pillows[..., :3])[visible].mean() < 1.0
+    assert abs(len(encode_webp(rgba.copy(), 90)) / len(buffer.getvalue()) - 1) < 0.1
+
+
+@pytest.mark.parametrize("background", [None, WHITE_BG])  # with alpha: VP8X already; opaque: a simple file
+@pytest.mark.parametrize("profile_size", [3_001, 150_000])  # odd: the chunk gets a pad byte
+def test_webp_carries_the_icc_profile(background: tuple[int, int, int, int] | None, profile_size: int) -> None:
+    profile = np.random.default_rng(profile_size).bytes(profile_size)
+    rgb, alpha = _subject()
+    webp = encode(Cutout(rgb, alpha, background), "webp", EncoderSettings(), icc_profile=profile)
+    assert int.from_bytes(webp[4:8], "little") == len(webp) - 8
+    image = decode(webp)
+    assert image.info["icc_profile"] == profile
+    assert image.size == (60, 40)
+    assert image.mode == ("RGBA" if background is None else "RGB")
+    pixels = np.asarray(image, dtype=np.int16)
+    assert np.abs(pixels[20, 30, :3] - np.array(RED)).max() < 12  # the subject's colour, not BGR
