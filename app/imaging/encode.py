@@ -171,10 +171,7 @@ def encode_jpeg(pixels: np.ndarray, quality: int, icc_profile: bytes | None = No
     """Gray or RGB pixels as a baseline 4:2:0 JPEG, as Pillow would write it."""
     if pixels.ndim == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR, dst=pixels)
-    ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:  # OpenCV reports no reason; the sides were checked before
-        raise errors.invalid_option("This picture cannot be written as JPEG. Use format=png.")
-    jpeg = encoded.tobytes()
+    jpeg = _opencv_encode("JPEG", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not icc_profile:
         return jpeg
     after_jfif = 4 + int.from_bytes(jpeg[4:6], "big") if jpeg[2:4] == b"\xff\xe0" else 2  # JFIF must stay first
@@ -188,13 +185,17 @@ def encode_webp(pixels: np.ndarray, quality: int, icc_profile: bytes | None = No
         pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)  # WebP has no gray: Pillow makes this copy too
     else:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA, dst=pixels)
-    ok, encoded = cv2.imencode(".webp", pixels, [cv2.IMWRITE_WEBP_QUALITY, quality])
-    if not ok:
-        raise errors.invalid_option("This picture cannot be written as WebP. Use format=png.")
-    webp = encoded.tobytes()
+    webp = _opencv_encode("WebP", pixels, [cv2.IMWRITE_WEBP_QUALITY, quality])
     if not icc_profile:
         return webp
     return _webp_with_icc(webp, icc_profile, pixels.shape[1], pixels.shape[0])
+
+
+def _opencv_encode(name: str, pixels: np.ndarray, parameters: list[int]) -> bytes:
+    ok, encoded = cv2.imencode(f".{name.lower()}", pixels, parameters)
+    if not ok:  # OpenCV gives no reason; the sides were checked before
+        raise errors.invalid_option(f"This picture cannot be written as {name}. Use format=png.")
+    return encoded.tobytes()
 
 
 def _webp_with_icc(webp: bytes, profile: bytes, width: int, height: int) -> bytes:
