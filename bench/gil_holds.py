@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from bench.latency import make_image  # noqa: E402
 
 TICK_S = 0.0005
+APP = f"{REPO / 'app'}/"
 
 
 @dataclass
@@ -81,7 +82,7 @@ def _where(frame: FrameType | None) -> tuple[str, int]:
     innermost: tuple[str, int] | None = None
     while frame is not None:
         place = (frame.f_code.co_filename, frame.f_lineno)
-        if "/app/" in place[0]:
+        if place[0].startswith(APP):
             return place
         innermost = innermost or place
         frame = frame.f_back
@@ -90,7 +91,7 @@ def _where(frame: FrameType | None) -> tuple[str, int]:
 
 def describe(place: tuple[str, int]) -> str:
     filename, line = place
-    return f"{filename.rsplit('/app/', 1)[-1]}:{line} {linecache.getline(filename, line).strip()}"
+    return f"{filename.removeprefix(APP)}:{line} {linecache.getline(filename, line).strip()}"
 
 
 def main() -> None:
