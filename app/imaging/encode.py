@@ -203,7 +203,8 @@ def _webp_with_icc(webp: bytes, profile: bytes, width: int, height: int) -> byte
     own chunks. A simple file (one VP8 or VP8L chunk) gets the header made for it."""
     chunks = memoryview(webp)[12:]  # after "RIFF", the size and "WEBP"
     if chunks[:4] == b"VP8X":
-        header = bytes(chunks[:8]) + bytes((chunks[8] | _VP8X_ICC,)) + bytes(chunks[9:18])
+        header = bytearray(chunks[:18])
+        header[8] |= _VP8X_ICC
         chunks = chunks[18:]
     else:
         flags = _VP8X_ICC | (_VP8X_ALPHA if chunks[:4] == b"VP8L" and chunks[12] & 0x10 else 0)

@@ -163,3 +163,18 @@ def test_webp_carries_the_icc_profile(background: tuple[int, int, int, int] | No
     assert image.mode == ("RGBA" if background is None else "RGB")
     pixels = np.asarray(image, dtype=np.int16)
     assert np.abs(pixels[20, 30, :3] - np.array(RED)).max() < 12  # the subject's colour, not BGR
+
+
+def test_a_lossless_webp_keeps_its_alpha_flag_when_it_gets_a_profile() -> None:
+    """Above quality 100 OpenCV writes a simple lossless file (VP8L); the VP8X header made for the
+    profile must say it has alpha (libwebp reads it from the bitstream anyway, stricter readers may not)."""
+    rgba = np.zeros((40, 60, 4), dtype=np.uint8)
+    rgba[10:30, 20:40] = (*RED, 255)
+    plain = encode_webp(rgba.copy(), 101)
+    assert plain[12:16] == b"VP8L"
+    webp = encode_webp(rgba.copy(), 101, icc_profile=b"profile" * 43)
+    assert webp[12:16] == b"VP8X" and webp[20] & 0x10  # the header's alpha flag, as the spec asks
+    image = decode(webp)
+    assert image.mode == "RGBA"
+    assert image.info["icc_profile"] == b"profile" * 43
+    assert np.array_equal(np.asarray(image), rgba)
