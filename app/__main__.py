@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from app.logs import configure_logging
 from app.main import create_app
-from app.model import ModelError, load_model
+from app.model import ModelError, load_models
 from app.protocol import HttpProtocol
 from app.settings import Settings, SettingsError
 
@@ -59,12 +59,12 @@ class GracefulServer(uvicorn.Server):
 def main() -> None:
     try:
         settings = Settings.from_env()
-        model = load_model(settings)
+        models = load_models(settings)
     except (SettingsError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings, model)
+    app = create_app(settings, models)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -23,7 +23,7 @@ from app.api.auth import Guard, rate_limit_headers
 from app.allocator import give_back_free_memory, keep_buffers_while_busy
 from app.metrics import Metrics
 from app.api.deps import ServiceState
-from app.model import SaliencyModel, load_model
+from app.model import ModelSet, SaliencyModel, load_models
 from app.runner import QueueFull, Runner
 from app.settings import Settings
 
@@ -41,21 +41,23 @@ With `API_KEYS` set, the API needs a key: `X-Api-Key`, or `Authorization: Bearer
 """
 
 
-def create_app(settings: Settings | None = None, model: SaliencyModel | None = None) -> FastAPI:
-    """Build the app; pass ``model`` to reuse one that is already loaded (the entry point does)."""
+def create_app(settings: Settings | None = None, models: ModelSet | SaliencyModel | None = None) -> FastAPI:
+    """Build the app; pass ``models`` to reuse ones already loaded (the entry point does; tests pass one)."""
     settings = settings or Settings.from_env()
     observed = Metrics()
+    if isinstance(models, SaliencyModel):
+        models = ModelSet.of(models)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keep_buffers_while_busy()
         runner = Runner(settings.workers, settings.queue_limit, on_idle=give_back_free_memory)
-        state = ServiceState(settings=settings, runner=runner, model=model)
+        state = ServiceState(settings=settings, runner=runner, models=models)
         app.state.service = state
         observed.watch(state.runner)
-        if state.model is None:
+        if state.models is None:
             started = time.perf_counter()
-            state.model = await asyncio.to_thread(load_model, settings)
+            state.models = await asyncio.to_thread(load_models, settings)
             state.timings["load"] = round((time.perf_counter() - started) * 1000.0, 1)
         warm_up = asyncio.create_task(_warm_up(state, observed))
         try:
@@ -92,22 +94,28 @@ def create_app(settings: Settings | None = None, model: SaliencyModel | None = N
 
 
 async def _warm_up(state: ServiceState, observed: Metrics) -> None:
-    """Run one inference in the pool before /healthz says ok; requests queue behind it."""
-    assert state.model is not None
+    """Run each model's warm-up in the pool before /healthz says ok; requests queue behind it.
+
+    The models warm up side by side, one worker each, so a second model adds little to the
+    cold start; the default's own warm-up is the floor.
+    """
+    assert state.models is not None
     started = time.perf_counter()
-    try:
-        await state.runner.run(state.model.warm_up)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the model is unusable
-        state.status, state.failure = "failed", f"warm-up inference failed: {exc}"
-        logger.error("model %s failed its warm-up inference: %s", state.model.info.path, exc)
-        return
+    models = list(state.models)
+    results = await asyncio.gather(*(state.runner.run(model.warm_up) for model in models), return_exceptions=True)
+    for model, result in zip(models, results, strict=True):
+        if isinstance(result, BaseException):
+            state.status, state.failure = "failed", f"warm-up inference of {model.info.name} failed: {result}"
+            logger.error("model %s failed its warm-up inference: %s", model.info.path, result)
+            return
     state.timings["warm_up"] = round((time.perf_counter() - started) * 1000.0, 1)
     for phase, ms in state.timings.items():
         observed.startup_seconds.labels(phase).set(ms / 1000.0)
     if state.status == "starting":
         state.status = "ok"
-        info = state.model.info
-        logger.info("model %s ready (%s, %dx%d, %s)", info.name, info.precision, info.input_width, info.input_height, info.provider)
+        for model in models:
+            info = model.info
+            logger.info("model %s ready (%s, %dx%d, %s)", info.name, info.precision, info.input_width, info.input_height, info.provider)
 
 
 def error_response(error: errors.ApiError) -> JSONResponse:

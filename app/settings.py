@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Beside the code, not the working directory: `bgremove` runs from wherever the photos are.
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "u2netp.onnx"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = "u2net"  # chosen by measurement on the real photos: see the README's Quality section
+QUALITIES = ("fast", "balanced", "best")
 
 
 def available_cpus() -> int:
@@ -125,7 +127,11 @@ class SettingsError(ValueError):
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
-    model_path: Path = DEFAULT_MODEL_PATH
+    model: str = DEFAULT_MODEL  # the catalogue model a request gets unless it names another
+    models: tuple[str, ...] = ()  # catalogue models loaded besides ``model``
+    model_dir: Path = DEFAULT_MODEL_DIR  # where the set-up put the catalogue's files
+    model_path: Path | None = None  # a U²-Net-family file of the user's own: it becomes the default
+    quality: str = "balanced"  # fast | balanced | best, see pipeline.QualityPlan
     workers: int = field(default_factory=available_cpus)
     intra_op_threads: int = 1
     solo_threads: int = field(default_factory=available_cpus)  # intra-op threads of an image alone; 1: off
@@ -147,6 +153,11 @@ class Settings:
     image_url_timeout_seconds: int = 10  # the whole download of one image_url, redirects included
 
     @property
+    def model_names(self) -> tuple[str, ...]:
+        """Catalogue models to load, the default first (unless ``model_path`` replaces it)."""
+        return tuple(dict.fromkeys((self.model, *self.models)))
+
+    @property
     def queue_limit(self) -> int:
         """Requests allowed to wait for a worker; enough to keep every worker fed."""
         return 4 * self.workers if self.max_queue is None else self.max_queue
@@ -157,7 +168,11 @@ class Settings:
         return cls(
             host=_env_str("HOST", defaults.host),
             port=_env_int("PORT", defaults.port, minimum=1),
-            model_path=Path(_env_str("MODEL_PATH", str(defaults.model_path))),
+            model=_env_str("MODEL", defaults.model).lower(),  # names are checked against the catalogue on load
+            models=tuple(name.lower() for name in _env_list("MODELS")) or defaults.models,
+            model_dir=Path(_env_str("MODEL_DIR", str(defaults.model_dir))),
+            model_path=Path(raw_path) if (raw_path := _env_str("MODEL_PATH", "")) else None,
+            quality=_env_choice("QUALITY", defaults.quality, QUALITIES),
             workers=_env_int("WORKERS", defaults.workers, minimum=1),
             intra_op_threads=_env_int("INTRA_OP_THREADS", defaults.intra_op_threads, minimum=1),
             solo_threads=_env_int("SOLO_THREADS", defaults.solo_threads, minimum=1),

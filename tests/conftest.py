@@ -15,7 +15,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from app.main import create_app
-from app.model import SaliencyModel, load_model
+from app.model import ModelSet, SaliencyModel, load_model
 from app.protocol import HttpProtocol
 from app.settings import Settings
 from tests.wire import free_port
@@ -23,7 +23,14 @@ from tests.wire import free_port
 
 @pytest.fixture(scope="session")
 def model() -> SaliencyModel:
-    return load_model(Settings())
+    """The fast catalogue model, for the many tests about everything but the model's quality."""
+    return load_model(Settings(model="u2netp"))
+
+
+@pytest.fixture(scope="session")
+def models(model: SaliencyModel) -> ModelSet:
+    """Both catalogue models, the default (u2net) first, as the service loads them with MODELS."""
+    return ModelSet({"u2net": load_model(Settings(model="u2net")), "u2netp": model}, "u2net")
 
 
 class ThreadedServer:
@@ -58,7 +65,7 @@ class ThreadedServer:
 class LiveServer:
     """The app under uvicorn in a background thread, reachable over real HTTP."""
 
-    def __init__(self, settings: Settings, model: SaliencyModel | None = None) -> None:
+    def __init__(self, settings: Settings, model: SaliencyModel | ModelSet | None = None) -> None:
         self.settings = replace(settings, host="127.0.0.1", port=free_port())
         self.url = f"http://127.0.0.1:{self.settings.port}"
         self._uvicorn = ThreadedServer(create_app(self.settings, model), self.settings.port)
@@ -100,7 +107,7 @@ class LiveServer:
 
 
 @contextmanager
-def serving(settings: Settings, model: SaliencyModel | None = None) -> Iterator[LiveServer]:
+def serving(settings: Settings, model: SaliencyModel | ModelSet | None = None) -> Iterator[LiveServer]:
     """A started, warmed-up ``LiveServer``, stopped on the way out."""
     live = LiveServer(settings, model).start()
     try:

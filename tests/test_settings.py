@@ -4,16 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import DEFAULT_MODEL_PATH, Settings, SettingsError, available_cpus
+from app.settings import DEFAULT_MODEL_DIR, Settings, SettingsError, available_cpus
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    names = ("HOST", "PORT", "MODEL_PATH", "WORKERS", "INTRA_OP_THREADS", "SOLO_THREADS", "MAX_QUEUE", "MAX_UPLOAD_BYTES", "MAX_PIXELS")
+    names = ("HOST", "PORT", "MODEL", "MODELS", "MODEL_DIR", "MODEL_PATH", "QUALITY", "WORKERS", "INTRA_OP_THREADS", "SOLO_THREADS", "MAX_QUEUE", "MAX_UPLOAD_BYTES", "MAX_PIXELS")
     for name in (*names, "LOG_FORMAT", "DRAIN_SECONDS", "GRACEFUL_TIMEOUT_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings.from_env()
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert settings.model_path == DEFAULT_MODEL_PATH
+    assert settings.model == "u2net" and settings.model_names == ("u2net",) and settings.quality == "balanced"
+    assert settings.model_dir == DEFAULT_MODEL_DIR and settings.model_path is None
     assert settings.workers == available_cpus() and settings.intra_op_threads == 1
     assert settings.solo_threads == available_cpus()
     assert settings.queue_limit == 4 * settings.workers
@@ -25,6 +26,9 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOST", "0.0.0.0")
     monkeypatch.setenv("PORT", "9000")
     monkeypatch.setenv("MODEL_PATH", "/models/u2net.onnx")
+    monkeypatch.setenv("MODEL", "U2NETP")
+    monkeypatch.setenv("MODELS", "u2net, u2netp")
+    monkeypatch.setenv("QUALITY", "best")
     monkeypatch.setenv("WORKERS", "3")
     monkeypatch.setenv("SOLO_THREADS", "1")
     monkeypatch.setenv("MAX_QUEUE", "0")
@@ -34,6 +38,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.log_format == "text" and settings.drain_seconds == 5
     assert (settings.host, settings.port, settings.workers, settings.solo_threads) == ("0.0.0.0", 9000, 3, 1)
     assert settings.model_path == Path("/models/u2net.onnx")
+    assert settings.model_names == ("u2netp", "u2net") and settings.quality == "best"
     assert settings.queue_limit == 0
 
 
@@ -44,6 +49,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("PNG_COMPRESS_LEVEL", "12"),
         ("MAX_QUEUE", "-1"),
         ("LOG_FORMAT", "xml"),
+        ("QUALITY", "ultra"),
         ("GRACEFUL_TIMEOUT_SECONDS", "0"),
     ],)
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

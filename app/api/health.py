@@ -22,7 +22,7 @@ router = APIRouter()
     },
 )
 async def healthz(state: State) -> JSONResponse:
-    if state.status != "ok" or state.model is None:
+    if state.status != "ok" or state.models is None:
         body: dict[str, Any] = {"status": state.status}
         if state.failure:
             body["error"] = state.failure
@@ -32,10 +32,13 @@ async def healthz(state: State) -> JSONResponse:
         {
             "status": "ok",
             "version": __version__,
-            "model": state.model.info.as_dict(),
+            "model": state.models.default_model.info.as_dict(),
+            "models": [model.info.as_dict() for model in state.models],
+            "default_model": state.models.default,
+            "quality": state.settings.quality,
             "workers": runner.workers,
             "intra_op_threads": state.settings.intra_op_threads,
-            "solo_threads": state.model.solo_threads,
+            "solo_threads": state.models.default_model.solo_threads,
             "in_flight": runner.in_flight,
             "waiting": runner.waiting,
             "max_queue": runner.max_queue,

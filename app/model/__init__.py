@@ -1,6 +1,6 @@
 """The saliency model: an onnxruntime session over a U²-Net-family ONNX file."""
 
-from app.model.loader import load_model
+from app.model.loader import ModelSet, load_model, load_models
 from app.model.session import ModelError, ModelInfo, SaliencyModel
 
-__all__ = ["ModelError", "ModelInfo", "SaliencyModel", "load_model"]
+__all__ = ["ModelError", "ModelInfo", "ModelSet", "SaliencyModel", "load_model", "load_models"]

@@ -38,7 +38,7 @@ _DEFAULT_SIDE = 320  # for files with a dynamic spatial input
 _PRECISIONS = ("float32", "float16", "int8")
 # QuantizeLinear also matches DequantizeLinear and DynamicQuantizeLinear.
 _QUANTISED_OPS = (b"QuantizeLinear", b"QLinearConv", b"ConvInteger", b"MatMulInteger")
-_FIX_HINT = "run `make model` to fetch the default U²-Net-p, or set MODEL_PATH to a U²-Net ONNX file"
+_FIX_HINT = "run `make model` to fetch the catalogue's models, or set MODEL_PATH to a U²-Net ONNX file"
 
 
 class ModelError(RuntimeError):

@@ -13,7 +13,8 @@ from tests.images import large_photo_bytes
 
 
 def test_starting_then_ok_with_model_facts() -> None:
-    live = LiveServer(Settings(workers=1, solo_threads=2)).start()  # loads and warms its own model
+    """The shipped default, u2net, and u2netp beside it: both loaded from the catalogue and warmed."""
+    live = LiveServer(Settings(workers=1, solo_threads=2, models=("u2netp",))).start()  # loads and warms its own
     try:
         first = httpx.get(live.url + "/healthz")
         assert first.status_code == 503
@@ -22,7 +23,9 @@ def test_starting_then_ok_with_model_facts() -> None:
         body = httpx.get(live.url + "/healthz").json()
         assert body["status"] == "ok"
         model = body["model"]
-        assert model["name"] == "u2netp"
+        assert model["name"] == "u2net" and body["default_model"] == "u2net" and body["quality"] == "balanced"
+        assert [loaded["name"] for loaded in body["models"]] == ["u2net", "u2netp"]
+        assert body["models"][0] == model and body["models"][1]["sha256"].startswith("309c8469")
         assert (model["input_width"], model["input_height"]) == (320, 320)
         assert model["provider"] == "CPUExecutionProvider"
         assert model["onnxruntime_version"] and body["version"]
@@ -61,7 +64,7 @@ def test_openapi_describes_routes_parameters_and_errors(client: httpx.Client) ->
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     remove = spec["paths"]["/remove"]["post"]
-    assert {p["name"] for p in remove["parameters"]} == {"format", "bg", "mask", "crop", "refine"}
+    assert {p["name"] for p in remove["parameters"]} == {"format", "bg", "mask", "crop", "refine", "model", "quality"}
     assert set(remove["requestBody"]["content"]) == {"multipart/form-data", "application/octet-stream", "image/*"}
     assert {"200", "400", "413", "415", "422", "503"} <= set(remove["responses"])
     assert "/healthz" in spec["paths"]

@@ -109,13 +109,13 @@ def test_the_healthcheck_uses_python_not_curl() -> None:
 def test_dependencies_come_from_the_lock_and_the_model_from_fetch_model() -> None:
     runs = " ".join(arguments for keyword, arguments in instructions() if keyword == "RUN")
     assert "pip install --no-cache-dir --no-deps --only-binary=:all: -r /tmp/requirements.lock" in runs
-    assert "scripts/fetch_model.py --out" in runs
+    assert "scripts/fetch_model.py --dir /build/models" in runs  # every catalogue model
     copies = [arguments for keyword, arguments in instructions() if keyword == "COPY"]
     assert "requirements.lock /tmp/requirements.lock" in copies
     final_copies = [arguments for keyword, arguments in final_stage() if keyword == "COPY"]
-    assert any(copy.endswith(" /srv/bgremove/models/u2netp.onnx") for copy in final_copies)
+    assert any(copy.endswith(" /srv/bgremove/models/") for copy in final_copies)
     assert any(copy.endswith(" /srv/bgremove/app") for copy in final_copies)
-    # The project is never pip-installed: the default MODEL_PATH is resolved beside the app package.
+    # The project is never pip-installed: the default MODEL_DIR is resolved beside the app package.
     assert not re.search(r"pip install [^&]*(\s\.(\s|$)|-e )", runs)
 
 
@@ -153,6 +153,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_heavy() 
     for heavy in (
         ".venv/bin/python",
         "models/u2netp.onnx",
+        "models/u2net.onnx",
         ".git/HEAD",
         ".buildah/overlay",
         "tests/images.py",

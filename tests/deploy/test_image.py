@@ -158,7 +158,7 @@ def test_the_service_runs_in_the_image_cuts_out_a_photo_and_stops_on_sigterm(
     config: dict[str, Any], container: tuple[str, Path]
 ) -> None:
     name, root = container
-    assert (root / "srv/bgremove/models/u2netp.onnx").is_file()
+    assert (root / "srv/bgremove/models/u2netp.onnx").is_file() and (root / "srv/bgremove/models/u2net.onnx").is_file()
     assert not (root / "usr/bin/gcc").exists() and not (root / "opt/venv/bin/pip").exists()
     before = _snapshot(root)
     port = free_port()
@@ -186,8 +186,8 @@ def test_the_service_runs_in_the_image_cuts_out_a_photo_and_stops_on_sigterm(
         ready = time.monotonic() - started
         print(f"\n/healthz 200 after {ready:.2f} s from `buildah run` (its own set-up included)")
         health = httpx.get(url + "/healthz").json()
-        assert health["model"]["name"] == "u2netp"
-        assert health["model"]["path"] == "/srv/bgremove/models/u2netp.onnx"
+        assert health["model"]["name"] == "u2net"
+        assert health["model"]["path"] == "/srv/bgremove/models/u2net.onnx"
 
         pid, uid = _service_process(runner, entrypoint)
         assert uid == 10001, "the service runs as the image's non-root user"

@@ -12,7 +12,7 @@ from app.model import ModelError, SaliencyModel
 from app.model.catalog import U2NETP
 from app.model.session import _normalised
 from app.pipeline import RemoveOptions, remove_background
-from app.settings import DEFAULT_MODEL_PATH
+from app.settings import DEFAULT_MODEL_DIR
 from tests.images import photo, photo_bytes
 
 
@@ -89,7 +89,7 @@ class _Recording:
 
 
 def test_an_image_alone_runs_on_every_core_and_in_company_on_one() -> None:
-    model = SaliencyModel.load(DEFAULT_MODEL_PATH, intra_op_threads=1, solo_threads=2)
+    model = SaliencyModel.load(DEFAULT_MODEL_DIR / "u2netp.onnx", intra_op_threads=1, solo_threads=2)
     assert model.solo_threads == 2
     runs: list[str] = []
     solo, shared = model._solo, model._session
@@ -105,14 +105,14 @@ def test_an_image_alone_runs_on_every_core_and_in_company_on_one() -> None:
 
 
 def test_no_solo_session_unless_it_has_more_threads() -> None:
-    assert SaliencyModel.load(DEFAULT_MODEL_PATH, intra_op_threads=2, solo_threads=2).solo_threads is None
+    assert SaliencyModel.load(DEFAULT_MODEL_DIR / "u2netp.onnx", intra_op_threads=2, solo_threads=2).solo_threads is None
 
 
 _RESIDENT_AFTER_BOTH_SESSIONS = """
 import sys
 from app.model import SaliencyModel
-from app.settings import DEFAULT_MODEL_PATH
-model = SaliencyModel.load(DEFAULT_MODEL_PATH, intra_op_threads=1, solo_threads=int(sys.argv[1]))
+from app.settings import DEFAULT_MODEL_DIR
+model = SaliencyModel.load(DEFAULT_MODEL_DIR / "u2netp.onnx", intra_op_threads=1, solo_threads=int(sys.argv[1]))
 model.warm_up()  # a run in each session
 print(int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024)
 """
