@@ -22,6 +22,7 @@ from app.imaging.encode import MEDIA_TYPES, WHITE, Cutout, EncoderSettings, Outp
 from app.imaging.layout import BoxSpec, Layer, shrink_to_pixels
 from app.matting import Matte, alpha_from_map, combine_alpha, refine_matte
 from app.model import SaliencyModel
+from app.model.passes import PLANS, QualityPlan, predict_map
 from app.settings import Settings
 
 
@@ -31,12 +32,14 @@ class RemoveOptions:
     background: RGBA | None = None  # None: transparent (white for JPEG)
     mask_only: bool = False
     crop: bool = False
-    refine: bool = True  # guided-filter edges and decontaminated edge colours
+    refine: bool = True  # crisp hard edges, matted soft ones, decontaminated edge colours
+    quality: str = "balanced"  # fast | balanced | best: the model's passes, see app/model/passes.py
 
 
 @dataclass(frozen=True)
 class MatteOptions:
     refine: bool = True
+    quality: str = "balanced"
     max_pixels: int | None = None  # shrink the photo to at most this first: every later stage gets cheaper
     region: BoxSpec | None = None  # of the photo as sent; only in here can be subject, the rest is background
 
@@ -88,7 +91,7 @@ def remove_background(
         watch = _Stopwatch()
         image = decode_image(data, limits.max_pixels)
         watch.lap("decode")
-        matte = _matte(image.rgb, model, options.refine, watch)
+        matte = _matte(image.rgb, model, options.refine, PLANS[options.quality], watch)
         matte.alpha = combine_alpha(matte.alpha, image.alpha)
         watch.lap("matte")
 
@@ -121,7 +124,7 @@ def matte_photo(data: bytes, options: MatteOptions, model: SaliencyModel, limits
 
         left, top, right, bottom = region
         photo = np.ascontiguousarray(rgb[top:bottom, left:right])
-        matte = _matte(photo, model, options.refine, watch)
+        matte = _matte(photo, model, options.refine, PLANS[options.quality], watch)
         alpha = combine_alpha(matte.alpha, None if own_alpha is None else own_alpha[top:bottom, left:right])
         layer = Layer(matte.foreground(photo, 0, bottom - top, 0, right - left), alpha)
         if region != (0, 0, width, height):  # outside the region everything is background
@@ -132,10 +135,10 @@ def matte_photo(data: bytes, options: MatteOptions, model: SaliencyModel, limits
         return MattedPhoto(layer=layer, icc_profile=image.icc_profile, timings_ms=watch.timings_ms)
 
 
-def _matte(rgb: np.ndarray, model: SaliencyModel, refine: bool, watch: _Stopwatch) -> Matte:
+def _matte(rgb: np.ndarray, model: SaliencyModel, refine: bool, plan: QualityPlan, watch: _Stopwatch) -> Matte:
     # One box-filtered reduction of the photo serves the model and the refinement's guide.
     preview = model.reduce(rgb)
-    prob = model.predict(preview)
+    prob = predict_map(rgb, model, plan, preview)
     watch.lap("model")
     if refine:
         return refine_matte(rgb, prob, preview=preview)

@@ -23,6 +23,12 @@ class Format(str, Enum):
     jpeg = "jpeg"
 
 
+class Quality(str, Enum):
+    fast = "fast"
+    balanced = "balanced"
+    best = "best"
+
+
 def _error(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -87,6 +93,14 @@ async def remove(
         bool | None,
         Query(description="Refine edges against the photo and clean edge colours; the default is the REFINE setting."),
     ] = None,
+    model: Annotated[
+        str | None,
+        Query(description="A loaded model by name (`/healthz` lists them; MODELS sets which); the default is MODEL.", max_length=64),
+    ] = None,
+    quality: Annotated[
+        Quality | None,
+        Query(description="`fast`, `balanced` or `best`: more passes for better edges at more CPU; the default is QUALITY."),
+    ] = None,
 ) -> Response:
     settings = state.settings
     options = RemoveOptions(
@@ -95,15 +109,16 @@ async def remove(
         mask_only=mask,
         crop=crop,
         refine=settings.refine if refine is None else refine,
+        quality=settings.quality if quality is None else quality.value,
     )
-    state.check_ready_for_images()
+    chosen = state.model_for(model, options.quality)
     async with state.runner.slot():
         data = await read_upload(request, settings.max_upload_bytes)
         result = await state.runner.run(
             remove_background,
             data,
             options,
-            state.model,
+            chosen,
             Limits.from_settings(settings),
             EncoderSettings.from_settings(settings),
         )

@@ -239,6 +239,7 @@ async def removebg(request: Request, state: State, caller: MeteredCaller) -> Res
             settings.refine,
             Limits.from_settings(settings),
             EncoderSettings.from_settings(settings),
+            settings.quality,
         )
     request.app.state.metrics.observe_image(result.timings_ms)
     headers = {**_result_headers(result, options), **caller.headers}

@@ -53,9 +53,13 @@ def remove_background_as_removebg(
     refine: bool,
     limits: Limits = Limits(),
     encoder: EncoderSettings = EncoderSettings(),
+    quality: str = "balanced",
 ) -> RemoveBgResult:
     matted = matte_photo(
-        image, MatteOptions(refine=refine, max_pixels=options.max_pixels, region=options.roi), model, limits
+        image,
+        MatteOptions(refine=refine, quality=quality, max_pixels=options.max_pixels, region=options.roi),
+        model,
+        limits,
     )
     timings = matted.timings_ms
     started = time.perf_counter()
