@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
-from app.matting import Matte, RefineSettings, refine_matte
+from app.matting import Matte, RefineSettings, alpha_from_map, refine_matte
 from app.matting.foreground import decontaminate, local_colours
+from app.matting.refine import soft_zone
 from app.model import SaliencyModel
-from tests.images import photo
+from tests.images import REPO, photo
+
+REAL_SET = REPO.parent / "shared" / "evaldata" / "real"
 
 ORANGE = np.array([230, 120, 30])
 BLUE = np.array([20, 60, 200])
@@ -72,3 +77,44 @@ def test_refined_cut_out_changes_only_edge_colours(model: SaliencyModel) -> None
     assert ((matte.alpha[changed] > 0) & (matte.alpha[changed] < 255)).mean() > 0.9
     assert (matte.alpha[changed] < 255).all(), "opaque pixels keep the photo's colour"
     assert (matte.alpha[~changed] > 0).mean() > 0.2, "the subject's body is left alone"
+
+
+def _square_photo_and_blurred_map(blur: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """A hard-edged orange square on blue, and a model-like map of it: the right contour, blurred."""
+    rgb = np.empty((640, 640, 3), np.uint8)
+    rgb[:] = BLUE
+    rgb[160:480, 160:480] = ORANGE
+    truth = np.zeros((320, 320), np.float32)
+    truth[80:240, 80:240] = 1.0
+    return rgb, cv2.GaussianBlur(truth, (0, 0), blur)
+
+
+def test_a_hard_edge_comes_out_crisper_than_the_stretched_map() -> None:
+    rgb, prob = _square_photo_and_blurred_map()
+    stretched = alpha_from_map(prob, 640, 640)
+    refined = refine_matte(rgb, prob).alpha
+    soft_before, soft_after = ((stretched > 0) & (stretched < 255)).sum(), ((refined > 0) & (refined < 255)).sum()
+    assert soft_after < 0.5 * soft_before, (soft_before, soft_after)
+    assert refined[200:440, 200:440].min() == 255 and refined[:100].max() == 0
+
+
+def test_a_hard_edges_blur_is_no_soft_zone_but_a_wide_hedge_is() -> None:
+    _, prob = _square_photo_and_blurred_map(blur=0.8)  # about the model's own on a hard edge
+    prior = cv2.resize(prob, (224, 224), interpolation=cv2.INTER_AREA)
+    assert not soft_zone(prior, RefineSettings())[70:154].any(), "along the edges (the corners' blur is wider)"
+    hedge = np.zeros((224, 224), np.float32)
+    hedge[:, 100:140] = np.linspace(1.0, 0.0, 40)[None, :]  # the model unsure over 40 px: fur, or hair
+    hedge[:, :100] = 1.0
+    band = soft_zone(hedge, RefineSettings())
+    assert band[:, 105:135].all() and not band[:, :90].any() and not band[:, 150:].any()
+
+
+@pytest.mark.parametrize("name", ["berkeley_187029_boy", "davis_026_breakdance-flare", "cocomval_giraffe03_000000112634"])
+def test_refinement_keeps_the_models_decision_everywhere(model: SaliencyModel, name: str) -> None:
+    """No holes in a shirt, no blobs of background: every pixel stays on the side of 0.5 the model chose."""
+    path = next((REAL_SET / "images").glob(f"{name}.*"))
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    prob = model.predict(rgb)
+    stretched, refined = alpha_from_map(prob, rgb.shape[1], rgb.shape[0]), refine_matte(rgb, prob).alpha
+    assert np.array_equal(stretched >= 128, refined >= 128)
+    assert not np.array_equal(stretched, refined), "and it did change the edges"
