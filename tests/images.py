@@ -69,6 +69,21 @@ def exif_rotated_jpeg(orientation: int = 6) -> bytes:
     return to_bytes(photo(), "JPEG", quality=90, exif=exif.tobytes())
 
 
+def heif_bytes(image: Image.Image, orientation: int = 1, quality: int = 90, **params: object) -> bytes:
+    """``image`` as HEIC, through libheif's own HEVC encoder. An ``orientation`` other than 1 is
+    written as a phone writes it: the pixels as they are, irot/imir boxes and an EXIF tag."""
+    import pillow_heif
+
+    container = pillow_heif.from_pillow(Image.fromarray(np.asarray(image)))  # no EXIF: no pre-rotation
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        container[0].info["exif"] = exif.tobytes()  # the encoder writes irot/imir from this tag
+    buffer = BytesIO()
+    container.save(buffer, quality=quality, **params)
+    return buffer.getvalue()
+
+
 def tricky_inputs() -> dict[str, tuple[bytes, tuple[int, int]]]:
     """Inputs in every awkward Pillow mode, each with the (width, height) the output must have."""
     import cv2

@@ -7,13 +7,21 @@ pixel is decoded, so a decompression bomb or a lying header costs nothing.
 Complete RGB and gray JPEGs, nearly every large photo, are decoded by OpenCV
 straight into one RGB array: Pillow would hold them at 4 bytes a pixel and
 then copy them twice more on the way to numpy (9.5 bytes a pixel at peak).
+
+HEIC/HEIF, what phones save, goes to libheif (pillow-heif) directly, without
+Pillow in between: its container gives the upright size before any HEVC is
+decoded, and libheif turns the pixels upright itself (irot/imir), so EXIF
+orientation, which the HEIF spec says to ignore, is never applied on top.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -31,7 +39,17 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"II*\x00", 0, "TIFF"),
     (b"MM\x00*", 0, "TIFF"),
 )
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF") + (("AVIF",) if features.check("avif") else ())
+SUPPORTED_FORMATS = (
+    ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+    + (("AVIF",) if features.check("avif") else ())
+    + (("HEIF",) if importlib.util.find_spec("pillow_heif") else ())
+)
+# ISO-BMFF ftyp brands: HEVC-coded HEIF (stills, sequences, multi-layer), AV1-coded AVIF,
+# and the codec-neutral HEIF brands, which the compatible brands then tell apart.
+_HEVC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_GENERIC_HEIF_BRANDS = frozenset({b"mif1", b"msf1"})
+_FTYP_MAX = 4096  # real ftyp boxes are a few dozen bytes; a huge declared size is not read on
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 _BAND_ROWS = 256
 _EXIF_ORIENTATION = 0x0112
@@ -74,14 +92,16 @@ def sniff_format(data: bytes) -> str:
             return name
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
-    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
-        if "AVIF" in SUPPORTED_FORMATS:
-            return "AVIF"
+    if data[4:8] == b"ftyp":
+        iso_format = _iso_media_format(data)
+        if iso_format in SUPPORTED_FORMATS:
+            return iso_format
+        raise errors.unsupported_format(
+            "This ISO media file is not an image this service reads (" + ", ".join(SUPPORTED_FORMATS) + ")."
+        )
     head = data[:512].lstrip().lower()
     if head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in data[:4096].lower():
         raise errors.unsupported_format("SVG is a vector format; send a raster image (JPEG, PNG, WebP, ...).")
-    if data[4:8] == b"ftyp":
-        raise errors.unsupported_format("HEIC/HEIF and other ISO media files are not supported; send JPEG, PNG or WebP.")
     raise errors.unsupported_format(
         "The bytes are not an image format this service reads (" + ", ".join(SUPPORTED_FORMATS) + ")."
     )
@@ -91,6 +111,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     """Decode, orient and normalise an image; every failure is an ``ApiError``."""
     source_format = sniff_format(data)
     try:
+        if source_format == "HEIF":
+            return _decode_heif(data, max_pixels)
         image = Image.open(BytesIO(data), formats=[source_format])
         width, height = image.size
         if width * height > max_pixels:
@@ -112,6 +134,57 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as exc:
         raise errors.unreadable_image(_short(exc)) from None
     return DecodedImage(rgb=rgb, alpha=alpha, source_format=source_format, icc_profile=icc_profile)
+
+
+def _iso_media_format(data: bytes) -> str | None:
+    """An ISO-BMFF file's image format by its ftyp box's major and compatible brands, if it is one."""
+    declared = int.from_bytes(data[:4], "big")
+    end = min(declared if declared >= 16 else 16, len(data), _FTYP_MAX)
+    major = data[8:12]
+    brands = {major} | {data[at : at + 4] for at in range(16, end - 3, 4)}
+    if major in _AVIF_BRANDS:
+        return "AVIF"
+    if brands & _HEVC_BRANDS:
+        return "HEIF"
+    if major in _GENERIC_HEIF_BRANDS:  # Pillow's AVIF reader takes these majors too and checks the rest
+        return "AVIF" if brands & _AVIF_BRANDS else "HEIF"
+    return None  # MP4, QuickTime, Canon's CR3, JPEG 2000 in ISO boxes, ...
+
+
+@functools.cache
+def _pillow_heif() -> ModuleType:
+    """pillow-heif on the first HEIF upload, not at start-up (about 10 ms of imports)."""
+    import pillow_heif
+
+    return pillow_heif
+
+
+def _decode_heif(data: bytes, max_pixels: int) -> DecodedImage:
+    try:
+        container = _pillow_heif().open_heif(data, convert_hdr_to_8bit=True)  # boxes only: no pixel yet
+        image = container[container.primary_index]
+        width, height = image.size  # the upright size: ispe with irot applied
+        if width * height > max_pixels:
+            raise errors.too_many_pixels(width, height, max_pixels)
+        if width < 1 or height < 1:
+            raise errors.unreadable_image("the image has no pixels")
+        icc_profile = image.info.get("icc_profile") or None
+        if image.mode in ("RGB", "RGBA"):  # 8-bit, 10 and 12-bit already scaled down by libheif
+            pixels = np.asarray(image)  # decodes here, upright, into one read-only bytes object
+            if pixels.shape[0] * pixels.shape[1] > max_pixels:  # libheif may correct the header's size
+                raise errors.too_many_pixels(pixels.shape[1], pixels.shape[0], max_pixels)
+            if image.mode == "RGBA" and pixels[:, :, 3].min() < 255:
+                return DecodedImage(
+                    rgb=np.ascontiguousarray(pixels[:, :, :3]),
+                    alpha=np.ascontiguousarray(pixels[:, :, 3]),
+                    source_format="HEIF",
+                    icc_profile=icc_profile,
+                )
+            return DecodedImage(rgb=pixels[:, :, :3].copy(), alpha=None, source_format="HEIF", icc_profile=icc_profile)
+        rgb, alpha = _to_rgb_and_alpha(image.to_pillow())  # monochrome, premultiplied alpha
+    except RuntimeError as exc:  # libheif's "other" errors, such as a codec it was built without
+        raise errors.unreadable_image(_short(exc)) from None
+    return DecodedImage(rgb=rgb, alpha=alpha, source_format="HEIF", icc_profile=icc_profile)
 
 
 def _ends_after_last_scan(data: bytes) -> bool:

@@ -72,13 +72,14 @@ def test_broken_exif_is_ignored() -> None:
         (np.random.default_rng(0).bytes(4096), 415, "unsupported_format"),
         (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', 415, "unsupported_format"),
         (b"  <svg width='10' height='10'></svg>", 415, "unsupported_format"),
-        (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64, 415, "unsupported_format"),
+        (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 64, 415, "unsupported_format"),
+        (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64, 422, "unreadable_image"),
         (photo_bytes()[: len(photo_bytes()) // 2], 422, "unreadable_image"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, 422, "unreadable_image"),
         (png_with_declared_size(9000, 9000), 413, "image_too_large"),
         (png_with_declared_size(100_000, 100_000), 413, "image_too_large"),
     ],
-    ids=["empty", "random", "svg-xml", "svg-bare", "heic", "truncated-jpeg", "broken-png", "over-limit", "bomb"],
+    ids=["empty", "random", "svg-xml", "svg-bare", "mp4", "heic-without-boxes", "truncated-jpeg", "broken-png", "over-limit", "bomb"],
 )
 def test_bad_input_is_a_clear_client_error(data: bytes, status: int, code: str) -> None:
     started = time.perf_counter()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from app.errors import ApiError
 from app.imaging.decode import decode_image
-from tests.images import photo, to_bytes
+from tests.images import heif_bytes, photo, to_bytes
 
 _SMALL = photo().resize((96, 62))
 SEEDS = {
@@ -25,6 +25,7 @@ SEEDS = {
     "gif": to_bytes(_SMALL.convert("P"), "GIF"),
     "tiff": to_bytes(_SMALL, "TIFF"),
     "bmp": to_bytes(_SMALL, "BMP"),
+    "heic": heif_bytes(_SMALL, orientation=6, quality=80),
 }
 MAX_PIXELS = 4_000_000
 
