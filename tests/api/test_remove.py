@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.images import decode, photo_bytes, png_with_declared_size, to_bytes, tricky_inputs, photo
+from tests.images import decode, exif_rotated_jpeg, heif_bytes, photo_bytes, png_with_declared_size, to_bytes, tricky_inputs, photo
 
 JPEG = photo_bytes()
 
@@ -84,6 +84,21 @@ def test_tricky_modes_over_http(client: httpx.Client, name: str) -> None:
     response = client.post("/remove", files={"file": (name, data)})
     assert response.status_code == 200, response.text
     assert decode(response.content).size == size
+
+
+def test_heic_from_a_phone_gives_an_upright_png_cutout(client: httpx.Client) -> None:
+    heic = heif_bytes(photo(), orientation=6)  # stored 680x440 with irot and EXIF, as phones do: shown 440x680
+    response = client.post("/remove", files={"file": ("IMG_0001.HEIC", heic, "image/heic")})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    image = decode(response.content)
+    assert image.mode == "RGBA" and image.size == (440, 680)
+    alpha = np.asarray(image)[..., 3].astype(int)
+    assert alpha.min() == 0 and alpha.max() == 255
+    same_as_jpeg = np.asarray(decode(client.post("/remove", content=exif_rotated_jpeg(6)).content))[..., 3]
+    assert np.abs(alpha - same_as_jpeg).mean() < 4, "the HEIC's matte differs from the same photo's as JPEG"
+    raw = client.post("/remove?mask=true", content=heic, headers={"content-type": "image/heic"})
+    assert raw.status_code == 200 and decode(raw.content).size == (440, 680)
 
 
 def test_existing_alpha_is_combined(client: httpx.Client) -> None:
