@@ -34,7 +34,9 @@ from app.imaging.encode import EncoderSettings, OutputFormat
 from app.pipeline import Limits, RemoveOptions, remove_background
 from app.settings import Settings, SettingsError, available_cpus
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif", ".hif"}
+)
 FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
 SUFFIX_FORMATS: dict[str, OutputFormat] = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
 FORMAT_SUFFIXES: dict[OutputFormat, str] = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}

@@ -14,7 +14,7 @@ from PIL import Image
 
 from app.cli import Job, Progress, plan_jobs
 from tests.conftest import LiveServer
-from tests.images import dev_images, dev_mask
+from tests.images import dev_images, dev_mask, heif_bytes, photo
 
 BGREMOVE = Path(sys.executable).parent / "bgremove"
 
@@ -52,6 +52,19 @@ def test_a_folder_is_cut_out_recursively_and_one_broken_file_fails_the_run(photo
         assert cutout.mode == "RGBA" and cutout.size == Image.open(source).size
         alpha = np.asarray(cutout.getchannel("A"), dtype=np.float32) / 255.0
         assert np.abs(alpha - dev_mask(source)).mean() < 0.06  # a real cut-out of the lemur, not a blank
+
+
+def test_a_phone_s_heic_in_a_folder_is_found_and_cut_out_upright(tmp_path: Path) -> None:
+    (tmp_path / "DCIM").mkdir()
+    (tmp_path / "DCIM" / "IMG_0001.HEIC").write_bytes(heif_bytes(photo(), orientation=6))  # shown 440x680
+    out = tmp_path / "out"
+
+    run = bgremove(tmp_path / "DCIM", "-o", out, "--no-refine")
+
+    assert run.returncode == 0, run.stderr
+    assert "1 done, 0 failed" in run.stderr
+    cutout = Image.open(out / "IMG_0001.png")
+    assert cutout.mode == "RGBA" and cutout.size == (440, 680)
 
 
 def test_skip_existing_leaves_finished_outputs_alone(photos: Path, tmp_path: Path) -> None:
