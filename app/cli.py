@@ -32,7 +32,7 @@ from app.errors import ApiError
 from app.imaging.color import parse_color
 from app.imaging.encode import EncoderSettings, OutputFormat
 from app.pipeline import Limits, RemoveOptions, remove_background
-from app.settings import Settings, SettingsError, available_cpus
+from app.settings import QUALITIES, Settings, SettingsError, available_cpus
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif", ".hif"}
@@ -112,11 +112,15 @@ def plan_jobs(inputs: Sequence[str], output: Path, output_format: OutputFormat, 
 # ---- the two ways of doing the work ---------------------------------------------------------------
 
 
-def local_cutter(options: RemoveOptions, settings: Settings) -> Cutter:
-    """The pipeline in this process, one model shared by every worker thread."""
+def local_cutter(options: RemoveOptions, settings: Settings, model_name: str | None = None) -> Cutter:
+    """The pipeline in this process, one model shared by every worker thread: ``--model``, or for
+    ``--quality best`` the strongest model of the catalogue, else the MODEL setting's."""
     from app.model import load_model  # onnxruntime loads only when work is really done here
+    from app.model.catalog import CATALOGUE
 
-    model = load_model(settings)
+    if model_name is None and options.quality == "best" and settings.model_path is None:
+        model_name = next(iter(CATALOGUE))
+    model = load_model(settings if model_name is None else replace(settings, model=model_name, model_path=None))
     limits, encoder = Limits.from_settings(settings), EncoderSettings.from_settings(settings)
 
     def cut(data: bytes) -> bytes:
@@ -129,11 +133,17 @@ class ServerError(Exception):
     pass
 
 
-def server_cutter(base_url: str, options: RemoveOptions, bg: str | None, timeout_s: float = 300.0) -> Cutter:
+def server_cutter(
+    base_url: str, options: RemoveOptions, bg: str | None, model_name: str | None = None, timeout_s: float = 300.0
+) -> Cutter:
     """``POST /remove`` on a running service; a busy one (503) is waited for as its Retry-After says."""
-    query = {"format": options.format, "mask": options.mask_only, "crop": options.crop, "refine": options.refine}
+    query: dict[str, object] = {
+        "format": options.format, "mask": options.mask_only, "crop": options.crop, "refine": options.refine, "quality": options.quality
+    }
     if bg is not None:
         query["bg"] = bg
+    if model_name is not None:
+        query["model"] = model_name
     url = base_url.rstrip("/") + "/remove?" + urllib.parse.urlencode({k: str(v).lower() for k, v in query.items()})
 
     def cut(data: bytes) -> bytes:
@@ -264,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bgremove",
         description="Remove the background of photos: files, folders (recursively) and globs.",
-        epilog="The model and limits follow the service's settings (MODEL_PATH, MAX_PIXELS, PNG_COMPRESS_LEVEL, ...).",
+        epilog="The model and limits follow the service's settings (MODEL, MODEL_PATH, QUALITY, MAX_PIXELS, ...).",
     )
     parser.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
@@ -274,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask", action="store_true", help="write the alpha mask instead of the cut-out")
     parser.add_argument("--crop", action="store_true", help="crop to the subject")
     parser.add_argument("--no-refine", dest="refine", action="store_false", help="skip edge refinement (faster, softer edges)")
+    parser.add_argument("--model", metavar="NAME", help="u2net or u2netp (default: the MODEL setting); with --server, any model it has loaded")
+    parser.add_argument("--quality", choices=QUALITIES, help="fast, balanced or best (default: the QUALITY setting)")
     parser.add_argument("--workers", type=int, metavar="N", help="images processed at once (default: the CPUs available)")
     parser.add_argument("--skip-existing", action="store_true", help="leave inputs whose output already exists")
     parser.add_argument("--server", metavar="URL", help="send the work to a running service instead, e.g. http://127.0.0.1:8000")
@@ -296,15 +308,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers is not None and args.workers < 1:
             raise UsageError("--workers must be at least 1")
         into_file = args.output.suffix.lower() in SUFFIX_FORMATS and not args.output.is_dir()
+        settings = Settings.from_env()
         options = RemoveOptions(
             format=output_format(args, into_file),
             background=parse_color(args.bg) if args.bg is not None else None,
             mask_only=args.mask,
             crop=args.crop,
             refine=args.refine,
+            quality=args.quality or settings.quality,
         )
         jobs = plan_jobs(args.inputs, args.output, options.format, into_file)
-        settings = Settings.from_env()
     except (UsageError, SettingsError) as exc:
         parser.error(str(exc))
     except ApiError as exc:  # a bad --bg
@@ -318,11 +331,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if todo:
         try:
             if args.server:
-                cut = server_cutter(args.server, options, args.bg)
+                cut = server_cutter(args.server, options, args.bg, args.model)
             else:
                 # Spare cores go to each inference: one photo alone still uses the whole machine.
                 threads = max(settings.intra_op_threads, available_cpus() // workers)
-                cut = local_cutter(options, replace(settings, intra_op_threads=threads))
+                cut = local_cutter(options, replace(settings, intra_op_threads=threads), args.model)
         except Exception as exc:  # noqa: BLE001 - a model that cannot load ends the run with its reason
             print(f"bgremove: error: {exc}", file=sys.stderr)
             return 2

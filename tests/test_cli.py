@@ -102,10 +102,23 @@ def test_jpeg_on_a_colour_through_a_glob(tmp_path: Path) -> None:
     assert np.abs(result[background] - (255, 0, 0)).mean() < 12
 
 
+def test_model_and_quality_pick_the_network_and_its_passes(tmp_path: Path) -> None:
+    source = dev_images()[0]
+    masks = {}
+    for model in ("u2net", "u2netp"):
+        run = bgremove(source, "-o", tmp_path / f"{model}.png", "--mask", "--model", model, "--quality", "fast", "-q")
+        assert run.returncode == 0, run.stderr
+        masks[model] = np.asarray(Image.open(tmp_path / f"{model}.png"), dtype=np.int16)
+    assert np.abs(masks["u2net"] - masks["u2netp"]).mean() > 0.5, "two networks, two masks"
+    unknown = bgremove(source, "-o", tmp_path / "x.png", "--model", "u2net_human_seg")
+    assert unknown.returncode == 2 and "u2net_human_seg" in unknown.stderr and "u2netp" in unknown.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["no-such-photo.jpg", "-o", "out"], "no such file, folder or match: no-such-photo.jpg"),
+        (["{image}", "-o", "out", "--quality", "ultra"], "--quality"),
         (["{image}", "-o", "cut.webp", "--format", "png"], "contradicts the output file's suffix"),
         (["{image}", "{image2}", "-o", "cut.png"], "names one file, but 2 inputs were given"),
         (["{image}", "-o", "out", "--bg", "not-a-colour"], "--bg"),
