@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -86,15 +87,21 @@ class SaliencyModel:
             raise ModelError(f"model file {path} not found; {_FIX_HINT}") from None
         except OSError as exc:
             raise ModelError(f"model file {path} cannot be read ({exc.strerror}); {_FIX_HINT}") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if expected_sha256 is not None and digest != expected_sha256:
-            raise ModelError(f"model file {path} is corrupt (sha256 {digest[:12]}..., expected {expected_sha256[:12]}...); {_FIX_HINT}")
-        try:
-            session = _session(data, intra_op_threads)
-            solo = _session(data, solo_threads) if solo_threads > intra_op_threads else None
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own zoo of types
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"model file {path} is not a loadable ONNX model ({reason}); {_FIX_HINT}") from None
+        # The hash and both sessions are made side by side: each lets go of the GIL, and for
+        # u2net (176 MB) each takes about a second on its own.
+        with ThreadPoolExecutor(3, thread_name_prefix="model-load") as pool:
+            hashing = pool.submit(lambda: hashlib.sha256(data).hexdigest())
+            threads = [intra_op_threads, *([solo_threads] if solo_threads > intra_op_threads else [])]
+            making = [pool.submit(_session, data, count) for count in threads]
+            digest = hashing.result()
+            if expected_sha256 is not None and digest != expected_sha256:
+                raise ModelError(f"model file {path} is corrupt (sha256 {digest[:12]}..., expected {expected_sha256[:12]}...); {_FIX_HINT}")
+            try:
+                session, *others = [made.result() for made in making]
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own zoo of types
+                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                raise ModelError(f"model file {path} is not a loadable ONNX model ({reason}); {_FIX_HINT}") from None
+        solo = others[0] if others else None
         info = _describe(session, path, data, digest)
         return cls(session, info, solo)
 
@@ -132,7 +139,11 @@ class SaliencyModel:
         return _bounded(rgb, self.info.input_width, self.info.input_height)
 
     def warm_up(self) -> None:
-        """One real inference in each session, so the first request does not pay for lazy initialisation."""
+        """One real inference in each session, so the first request does not pay for lazy initialisation.
+
+        One after the other: side by side, the two runs would grow the shared arena to hold
+        both at once (240 MB more for u2netp), for a saving only the cold start sees.
+        """
         grey = np.full((self.info.input_height, self.info.input_width, 3), 127, dtype=np.uint8)
         self.predict(grey)  # alone: the solo session, if any
         with self.in_use(), self.in_use():
