@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Beside the code, not the working directory: `bgremove` runs from wherever the photos are.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL = "u2net"  # chosen by measurement on the real photos: see the README's Quality section
+DEFAULT_MODEL = "u2net-int8"  # chosen by measurement on the real photos: see the README's Quality section
 QUALITIES = ("fast", "balanced", "best")
 
 

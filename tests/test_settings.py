@@ -13,7 +13,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     settings = Settings.from_env()
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert settings.model == "u2net" and settings.model_names == ("u2net",) and settings.quality == "balanced"
+    assert settings.model == "u2net-int8" and settings.model_names == ("u2net-int8",) and settings.quality == "balanced"
     assert settings.model_dir == DEFAULT_MODEL_DIR and settings.model_path is None
     assert settings.workers == available_cpus() and settings.intra_op_threads == 1
     assert settings.solo_threads == available_cpus()

@@ -64,7 +64,11 @@ def load_models(settings: Settings) -> ModelSet:
         if settings.model_path is not None and name == settings.model and name not in settings.models:
             continue  # MODEL_PATH took the default's place
         known = CATALOGUE[name]
-        models[name] = _load(settings, settings.model_dir / known.filename, expected_sha256=known.sha256)
+        path = settings.model_dir / known.filename
+        if known.derived_from is None:
+            models[name] = _load(settings, path, expected_sha256=known.sha256)
+        else:
+            models[name] = _load(settings, path, expected_sha256=None, expected_source_sha256=known.sha256)
     return ModelSet(models, default)
 
 
@@ -73,11 +77,12 @@ def load_model(settings: Settings) -> SaliencyModel:
     return load_models(replace(settings, models=())).default_model
 
 
-def _load(settings: Settings, path: Path, expected_sha256: str | None) -> SaliencyModel:
+def _load(settings: Settings, path: Path, expected_sha256: str | None, expected_source_sha256: str | None = None) -> SaliencyModel:
     return at_low_priority(
         SaliencyModel.load,
         path,
         settings.intra_op_threads,
         expected_sha256=expected_sha256,
         solo_threads=settings.solo_threads,
+        expected_source_sha256=expected_source_sha256,
     )

@@ -78,9 +78,18 @@ class SaliencyModel:
 
     @classmethod
     def load(
-        cls, path: Path, intra_op_threads: int = 1, expected_sha256: str | None = None, solo_threads: int = 1
+        cls,
+        path: Path,
+        intra_op_threads: int = 1,
+        expected_sha256: str | None = None,
+        solo_threads: int = 1,
+        expected_source_sha256: str | None = None,
     ) -> SaliencyModel:
-        """``solo_threads`` above ``intra_op_threads`` adds the solo session (see the module's docstring)."""
+        """``solo_threads`` above ``intra_op_threads`` adds the solo session (see the module's docstring).
+
+        ``expected_source_sha256`` holds a file made from another (u2net-int8 from u2net) to the
+        source hash its exporter stamped into it, since its own bytes are not pinned.
+        """
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -102,6 +111,13 @@ class SaliencyModel:
                 reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
                 raise ModelError(f"model file {path} is not a loadable ONNX model ({reason}); {_FIX_HINT}") from None
         solo = others[0] if others else None
+        if expected_source_sha256 is not None:
+            stamped = session.get_modelmeta().custom_metadata_map.get("source_sha256", "")
+            if stamped != expected_source_sha256:
+                raise ModelError(
+                    f"model file {path} was not made from the pinned source (its stamp says {stamped[:12] or 'nothing'}..., "
+                    f"expected {expected_source_sha256[:12]}...); {_FIX_HINT}"
+                )
         info = _describe(session, path, data, digest)
         return cls(session, info, solo)
 

@@ -13,7 +13,7 @@ from tests.images import large_photo_bytes
 
 
 def test_starting_then_ok_with_model_facts() -> None:
-    """The shipped default, u2net, and u2netp beside it: both loaded from the catalogue and warmed."""
+    """The default, u2net-int8, and u2netp beside it: both loaded from models/ and warmed."""
     live = LiveServer(Settings(workers=1, solo_threads=2, models=("u2netp",))).start()  # loads and warms its own
     try:
         first = httpx.get(live.url + "/healthz")
@@ -23,8 +23,9 @@ def test_starting_then_ok_with_model_facts() -> None:
         body = httpx.get(live.url + "/healthz").json()
         assert body["status"] == "ok"
         model = body["model"]
-        assert model["name"] == "u2net" and body["default_model"] == "u2net" and body["quality"] == "balanced"
-        assert [loaded["name"] for loaded in body["models"]] == ["u2net", "u2netp"]
+        assert model["name"] == "u2net-int8" and body["default_model"] == "u2net-int8" and body["quality"] == "balanced"
+        assert model["precision"] == "int8"
+        assert [loaded["name"] for loaded in body["models"]] == ["u2net-int8", "u2netp"]
         assert body["models"][0] == model and body["models"][1]["sha256"].startswith("309c8469")
         assert (model["input_width"], model["input_height"]) == (320, 320)
         assert model["provider"] == "CPUExecutionProvider"

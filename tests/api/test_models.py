@@ -1,4 +1,4 @@
-"""``model=`` and ``quality=`` on POST /remove: both catalogue models served by one process."""
+"""``model=`` and ``quality=`` on POST /remove: two catalogue models served by one process."""
 
 from __future__ import annotations
 
@@ -30,13 +30,15 @@ def _mask(client: httpx.Client, query: str) -> np.ndarray:
 
 def test_healthz_lists_the_loaded_models(both: httpx.Client) -> None:
     body = both.get("/healthz").json()
-    assert body["default_model"] == "u2net" and body["model"]["name"] == "u2net"
-    assert {model["name"]: model["sha256"][:8] for model in body["models"]} == {"u2net": "8d10d2f3", "u2netp": "309c8469"}
+    assert body["default_model"] == "u2net-int8" and body["model"]["name"] == "u2net-int8"
+    assert body["model"]["precision"] == "int8" and body["models"][1]["precision"] == "float32"
+    assert [model["name"] for model in body["models"]] == ["u2net-int8", "u2netp"]
+    assert body["models"][1]["sha256"].startswith("309c8469")
 
 
 def test_each_model_answers_on_its_own_weights(both: httpx.Client) -> None:
-    default, strong, fast = _mask(both, ""), _mask(both, "model=u2net"), _mask(both, "model=u2netp")
-    assert np.array_equal(default, strong), "the default is u2net"
+    default, strong, fast = _mask(both, ""), _mask(both, "model=u2net-int8"), _mask(both, "model=u2netp")
+    assert np.array_equal(default, strong), "the default is u2net-int8"
     assert np.abs(strong - fast).mean() > 0.5, "u2netp's mask must differ from u2net's"
     for mask in (strong, fast):  # both find the subject of the test photo
         assert mask[200:260, 300:380].min() == 255 and mask[:40, :40].max() == 0
@@ -58,7 +60,7 @@ def test_every_quality_gives_the_photos_size(both: httpx.Client, quality: str) -
 
 def test_best_takes_the_strongest_loaded_model(models: ModelSet) -> None:
     fast_default = ModelSet(models.models, "u2netp")
-    assert fast_default.for_request(None, "best") is models.models["u2net"]
+    assert fast_default.for_request(None, "best") is models.models["u2net-int8"]
     assert fast_default.for_request(None, "balanced") is models.models["u2netp"]
     assert fast_default.for_request("u2netp", "best") is models.models["u2netp"], "a named model wins"
     assert fast_default.for_request("nope", "fast") is None

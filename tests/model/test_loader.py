@@ -54,3 +54,12 @@ def test_model_path_replaces_the_default_by_its_own_name(tmp_path: Path) -> None
     assert list(models.models) == ["u2netp"], "a known file is named by its hash"
     with_catalogue = load_models(Settings(model_path=own, models=("u2net",)))
     assert with_catalogue.default == "u2netp" and set(with_catalogue.models) == {"u2netp", "u2net"}
+
+
+def test_a_derived_model_must_carry_its_sources_stamp(tmp_path: Path) -> None:
+    """u2net-int8 is made by the set-up, so its bytes are not pinned: the exporter's stamp of u2net's hash is."""
+    made = load_models(Settings())
+    assert made.default == "u2net-int8" and made.default_model.info.precision == "int8"
+    shutil.copy(CATALOGUE_DIR / "u2netp.onnx", tmp_path / "u2net-int8.onnx")  # a loadable file, but not made from u2net
+    with pytest.raises(ModelError, match="not made from the pinned source"):
+        load_models(Settings(model_dir=tmp_path))

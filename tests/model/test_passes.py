@@ -39,7 +39,7 @@ def _iou(prob: np.ndarray, truth: np.ndarray) -> float:
     return float((predicted & actual).sum() / (predicted | actual).sum())
 
 
-@pytest.mark.parametrize("name", ["u2net", "u2netp"])
+@pytest.mark.parametrize("name", ["u2net-int8", "u2netp"])
 def test_a_close_up_sharpens_small_subjects_and_keeps_them_all(models: ModelSet, name: str) -> None:
     model = models.models[name]
     rgb, truth = _two_small_subjects()
