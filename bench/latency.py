@@ -6,11 +6,14 @@ Run from anywhere (``make bench`` calls ``.venv/bin/python bench/latency.py``)::
     .venv/bin/python bench/latency.py --sizes 0.5,12 --repeats 1
     .venv/bin/python bench/latency.py --only ours
 
-"ours-unrefined" is our pipeline with ``refine=false``, so the table also shows what
-edge refinement costs, measured in the same run.
+"ours" is the service's defaults (u2net, quality balanced, refined); "ours-unrefined" the
+same with ``refine=false``, so the table shows what refinement costs in the same run;
+"ours-u2netp" is ``MODEL=u2netp``, the fast model one setting away. rembg runs on the same
+ONNX files: "rembg" on u2netp (the anchor of the quality targets), "rembg-u2net" on u2net
+(the same weights as our default).
 
-Both sides do the same job: JPEG bytes in, transparent full-resolution PNG bytes out,
-with U²-Net-p (the same ONNX file) on the CPU. Each (implementation, size) runs in a
+Both sides do the same job: JPEG bytes in, transparent full-resolution PNG bytes out, on
+the CPU. Each (implementation, size) runs in a
 fresh child process, one after another, so its peak RSS (VmHWM) belongs to that run
 alone. A child loads the model, does one warm-up call, then times ``--repeats`` calls
 and prints the median as JSON.
@@ -18,8 +21,8 @@ and prints the median as JSON.
 The photos are made from the real lemur photo in ../shared/evaldata (680x440): Lanczos
 upscaling to the target pixel count plus seeded Gaussian grain, so the JPEGs carry
 realistic detail; they are cached in .bench/images/. rembg is pointed at
-.bench/u2net/u2netp.onnx, a link to models/u2netp.onnx, and the children refuse any
-network connection, so rembg cannot download a model behind our back.
+.bench/u2net/NAME.onnx, links to models/NAME.onnx, and the children refuse any network
+connection, so rembg cannot download a model behind our back.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +48,8 @@ CACHE = REPO / ".bench"
 IMAGES = CACHE / "images"
 U2NET_HOME = CACHE / "u2net"
 DEFAULT_SIZES = (0.5, 12.0, 24.0, 48.0)  # megapixels
-IMPLEMENTATIONS = ("ours", "ours-unrefined", "rembg")  # unrefined: what edge refinement costs, in the same run
+IMPLEMENTATIONS = ("ours", "ours-unrefined", "ours-u2netp", "rembg", "rembg-u2net")
+REMBG_MODELS = {"rembg": "u2netp", "rembg-u2net": "u2net"}
 CHILD_TIMEOUT_S = 1800  # a 48 MP run with three repeats on two slow cores stays far below this
 GRAIN_SIGMA = 3.0
 SEED = 20240607
@@ -85,20 +90,24 @@ def make_image(megapixels: float) -> Path:
     return path
 
 
-def prepare_rembg_home() -> None:
+REMBG_MD5 = {"u2netp": MODEL_MD5, "u2net": "60024c5c889badc19c04ad937298a77b"}  # what rembg expects
+
+
+def prepare_rembg_home(name: str = "u2netp") -> None:
     """Give rembg our model file under the name it looks for, so it has nothing to fetch.
 
-    rembg 2.0.86 takes ``$U2NET_HOME/u2netp.onnx`` as soon as it exists, without checking
+    rembg 2.0.86 takes ``$U2NET_HOME/NAME.onnx`` as soon as it exists, without checking
     it, so we check the md5 it would have downloaded against ourselves.
     """
-    digest = hashlib.md5(MODEL.read_bytes()).hexdigest()
-    if digest != MODEL_MD5:
-        raise SystemExit(f"{MODEL} has md5 {digest}, not rembg's u2netp {MODEL_MD5}")
+    model = REPO / "models" / f"{name}.onnx"
+    digest = hashlib.md5(model.read_bytes()).hexdigest()
+    if digest != REMBG_MD5[name]:
+        raise SystemExit(f"{model} has md5 {digest}, not rembg's {name} {REMBG_MD5[name]}")
     U2NET_HOME.mkdir(parents=True, exist_ok=True)
-    link = U2NET_HOME / "u2netp.onnx"
+    link = U2NET_HOME / f"{name}.onnx"
     if not link.exists():
         link.unlink(missing_ok=True)  # a dangling link
-        link.symlink_to(os.path.relpath(MODEL, U2NET_HOME))
+        link.symlink_to(os.path.relpath(model, U2NET_HOME))
 
 
 # ---------------------------------------------------------------- child: one implementation, one image
@@ -137,10 +146,14 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
         # The service's own configuration (INTRA_OP_THREADS etc. may be set); cwd is the repo
         # root, so the default model path resolves and is checked against its pinned hash.
         settings = Settings.from_env()
+        if impl == "ours-u2netp":
+            settings = replace(settings, model="u2netp")
         keep_buffers_while_busy()  # as the service's lifespan does
         model = load_model(settings)
-        refine = settings.refine and impl == "ours"
-        options, limits, encoder = RemoveOptions(refine=refine), Limits.from_settings(settings), EncoderSettings.from_settings(settings)
+        refine = settings.refine and impl != "ours-unrefined"
+        options = RemoveOptions(refine=refine, quality=settings.quality)
+        limits, encoder = Limits.from_settings(settings), EncoderSettings.from_settings(settings)
+        report["model"] = model.info.name
         report["intra_op_threads"] = f"{settings.intra_op_threads}, {model.solo_threads or 'no'} for an image alone"
 
         def call(data: bytes) -> tuple[bytes, dict[str, float]]:
@@ -150,7 +163,7 @@ def run_child(impl: str, megapixels: float, repeats: int) -> dict[str, Any]:
     else:
         from rembg import new_session, remove
 
-        session = new_session("u2netp")
+        session = new_session(REMBG_MODELS[impl])
         report["model_file"] = os.path.realpath(type(session).download_models())  # found, not fetched
 
         def call(data: bytes) -> tuple[bytes, dict[str, float]]:
@@ -200,25 +213,30 @@ def _cell(value: float | None, fmt: str, report: dict[str, Any] | None = None) -
 
 
 def print_table(results: dict[tuple[str, float], dict[str, Any]], sizes: list[float]) -> None:
-    print(
-        "\n| size | ours median s | rembg median s | speed-up (rembg/ours) | ours peak RSS MB | rembg peak RSS MB "
-        "| RSS ratio (ours/rembg) | ours unrefined s | refinement adds |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    impls = list(dict.fromkeys(impl for impl, _ in results))
+    print("\n| size | " + " | ".join(f"{impl} s" for impl in impls) + " | " + " | ".join(f"{impl} peak MB" for impl in impls) + " |")
+    print("|---|" + "---|" * (2 * len(impls)))
     for size in sizes:
-        ours, rembg = results.get(("ours", size), {}), results.get(("rembg", size), {})
-        plain = results.get(("ours-unrefined", size), {})
-        p_s = plain.get("median_s")
-        o_s, r_s = ours.get("median_s"), rembg.get("median_s")
-        o_m, r_m = ours.get("peak_rss_mb"), rembg.get("peak_rss_mb")
-        speed_up = r_s / o_s if o_s and r_s else None
-        rss_ratio = o_m / r_m if o_m and r_m else None
+        row = [results.get((impl, size), {}) for impl in impls]
+        times = [_cell(report.get("median_s"), ".3f", report) for report in row]
+        peaks = [_cell(report.get("peak_rss_mb"), ".0f") for report in row]
+        print(f"| {size:g} MP | " + " | ".join(times) + " | " + " | ".join(peaks) + " |")
+
+    pairs = [(ours, rembg) for ours in ("ours", "ours-u2netp") for rembg in REMBG_MODELS if ours in impls and rembg in impls]
+    if pairs:
+        print("\n| size | " + " | ".join(f"{o} against {r}: faster, RSS ratio" for o, r in pairs) + " | refinement adds |")
+        print("|---|" + "---|" * (len(pairs) + 1))
+    for size in sizes if pairs else []:
+        cells = []
+        for ours_impl, rembg_impl in pairs:
+            ours, rembg = results.get((ours_impl, size), {}), results.get((rembg_impl, size), {})
+            o_s, r_s, o_m, r_m = ours.get("median_s"), rembg.get("median_s"), ours.get("peak_rss_mb"), rembg.get("peak_rss_mb")
+            speed_up = r_s / o_s if o_s and r_s else None
+            rss_ratio = o_m / r_m if o_m and r_m else None
+            cells.append(f"{_cell(speed_up, '.2f')}x, {_cell(rss_ratio, '.2f')}")
+        o_s, p_s = results.get(("ours", size), {}).get("median_s"), results.get(("ours-unrefined", size), {}).get("median_s")
         added = (o_s / p_s - 1) * 100 if o_s and p_s else None
-        print(
-            f"| {size:g} MP | {_cell(o_s, '.3f', ours)} | {_cell(r_s, '.3f', rembg)} | {_cell(speed_up, '.2f')}{'x' if speed_up else ''} | "
-            f"{_cell(o_m, '.0f')} | {_cell(r_m, '.0f')} | {_cell(rss_ratio, '.2f')} | {_cell(p_s, '.3f', plain)} | "
-            f"{_cell(added, '+.0f')}{' %' if added is not None else ''} |"
-        )
+        print(f"| {size:g} MP | " + " | ".join(cells) + f" | {_cell(added, '+.0f')}{' %' if added is not None else ''} |")
 
     print("\nOutput PNG sizes (bytes) and every timed run (s):")
     for (impl, size), report in results.items():
@@ -249,8 +267,9 @@ def main() -> None:
 
     sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
     impls = [args.only] if args.only else list(IMPLEMENTATIONS)
-    if "rembg" in impls:
-        prepare_rembg_home()
+    for impl in impls:
+        if impl in REMBG_MODELS:
+            prepare_rembg_home(REMBG_MODELS[impl])
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.repeats} timed run(s) after 1 warm-up")
     for size in sizes:
         path = make_image(size)

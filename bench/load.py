@@ -18,7 +18,8 @@ machine. Run from the repository root (``make run`` or ``make test`` has made .v
     .venv/bin/python bench/load.py --soak --soak-seconds 30 --soak-warmup 5
 
 Load mode (the default). The model-only limit: one process per available CPU, each with
-a one-thread onnxruntime session of models/u2netp.onnx (the service's session options), runs
+a one-thread onnxruntime session of the model ours serves (``MODEL``, else the service's default,
+u2net-int8; the service's session options), runs
 1x3x320x320 inferences for ``--model-seconds``, all together; their summed rate is the most
 images per second any server could cut out here (one process alone, x the CPUs, is printed
 once beside it). Both servers are started and stay up; each (size, concurrency) phase is run
@@ -29,11 +30,12 @@ default settings (HOST and PORT set; anything else in the environment, e.g. WORK
 through and /healthz's view of it is printed); rembg's is ``rembg s --no-ui`` (2.0.86, the
 Gradio page left out; ``--rembg-ui`` keeps it) from its own virtual environment,
 .bench/rembg-venv, made on first use with ``pip install "rembg[cli,cpu]==2.0.86"`` because
-rembg[cli]'s pins (fastapi<0.129, uvicorn<0.41, gradio) clash with ours. rembg finds our
-models/u2netp.onnx as .bench/u2net/u2netp.onnx (U2NET_HOME, as bench/latency.py sets it up),
+rembg[cli]'s pins (fastapi<0.129, uvicorn<0.41, gradio) clash with ours. rembg runs the file ours'
+model was made from (u2net for u2net-int8), found as .bench/u2net/NAME.onnx (U2NET_HOME, as
+bench/latency.py sets it up),
 and its process refuses every connection that is not to a loopback address, so it cannot
 download anything. Both do the same job: a JPEG of the photo in, the transparent PNG cut-out
-out (ours as the raw body to POST /remove; rembg's as multipart ``file`` with ``model=u2netp``
+out (ours as the raw body to POST /remove; rembg's as multipart ``file`` with ``model=NAME``
 to POST /api/remove). Ours refines edges by default, rembg does not.
 
 Each (server, size, concurrency) phase sends ``--requests`` images (at least twice the
@@ -114,7 +116,16 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.cold_start import free_port  # noqa: E402
-from bench.latency import CACHE, MODEL, U2NET_HOME, make_image, prepare_rembg_home  # noqa: E402
+from bench.latency import CACHE, U2NET_HOME, make_image, prepare_rembg_home  # noqa: E402
+from app.model.catalog import CATALOGUE  # noqa: E402
+from app.settings import DEFAULT_MODEL  # noqa: E402
+
+# The model ours runs and the limit is taken on: MODEL as the service reads it (it passes
+# through to ours), the service's default without it. rembg runs the file it was made from
+# (u2net for u2net-int8), since rembg has no int8 model of its own.
+MODEL_NAME = os.environ.get("MODEL", "").strip().lower() or DEFAULT_MODEL
+MODEL = REPO / "models" / f"{MODEL_NAME}.onnx"
+REMBG_MODEL = (CATALOGUE[MODEL_NAME].derived_from or MODEL_NAME) if MODEL_NAME in CATALOGUE else "u2netp"
 from bench.stamped import SocketWriter, StampedReader, open_stamped  # noqa: E402
 
 HOST = "127.0.0.1"  # every server and every request stays on loopback
@@ -571,7 +582,7 @@ class Server:
             env = {**os.environ, "HOST": HOST, "PORT": str(self.port)}
         else:
             python = ensure_rembg_venv()
-            prepare_rembg_home()
+            prepare_rembg_home(REMBG_MODEL)
             command = [str(python), "-c", REMBG_LAUNCHER, "s", "--host", HOST, "--port", str(self.port)]
             if not self.rembg_ui:
                 command.append("--no-ui")
@@ -652,7 +663,7 @@ def cutout_job(side: str, jpeg: bytes, name: str) -> Job:
     """The same job for both: JPEG in, transparent PNG cut-out out."""
     if side == "ours":
         return Job(name, "/remove", jpeg, "image/jpeg", magic=PNG_MAGIC)
-    body, content_type = multipart([("file", "photo.jpg", "image/jpeg", jpeg), ("model", None, None, b"u2netp")])
+    body, content_type = multipart([("file", "photo.jpg", "image/jpeg", jpeg), ("model", None, None, REMBG_MODEL.encode())])
     return Job(name, "/api/remove", body, content_type, magic=PNG_MAGIC)
 
 
