@@ -25,9 +25,8 @@ _SURE = 0.5  # the first pass's foreground, whose box the close-up is taken arou
 
 @dataclass(frozen=True)
 class QualityPlan:
-    """Measured on the real photos (README, Quality): with u2net, a close-up below 0.3 of the
-    frame took MAE 0.0309 -> 0.0306 and edge MAE 0.1206 -> 0.1174, and cars 0.0402 -> 0.0389;
-    below 0.5 it also zoomed into clutter (cluttered objects 0.0100 -> 0.0128)."""
+    """The close-up's threshold is the real photos' (README, Quality): below 0.3 of the frame it
+    sharpened small subjects, cars most; at 0.5 it also zoomed into clutter and lost there."""
 
     mirrored: bool = False  # average in a pass on the mirrored photo, for models it helps
     close_up: bool = True  # a second pass on a crop around a small subject

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.model import ModelError, SaliencyModel
+from app.model import ModelSet, ModelError, SaliencyModel
 from app.model.catalog import U2NETP
 from app.model.session import _normalised
 from app.pipeline import RemoveOptions, remove_background
@@ -30,6 +30,14 @@ def test_prediction_is_a_normalised_map_that_finds_the_subject(model: SaliencyMo
     # the lemur sits in the middle of the frame, the corners are background
     assert prob[140:200, 130:190].mean() > 0.9
     assert prob[:30, :30].mean() < 0.1
+
+
+@pytest.mark.parametrize("kind", ["grey", "black", "white"])
+def test_a_photo_without_a_subject_maps_to_nothing(models: ModelSet, kind: str) -> None:
+    """Stretched to 0..1 as rembg does, a flat frame's faint map would become random blobs."""
+    rgb = np.full((150, 200, 3), {"grey": 128, "black": 0, "white": 255}[kind], np.uint8)
+    for model in models:
+        assert not model.predict(rgb).any(), model.info.name
 
 
 @pytest.mark.parametrize("brightest", [255, 97, 0])
