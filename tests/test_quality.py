@@ -72,7 +72,7 @@ def test_refinement_is_never_worse_than_none_in_any_category(real_scores: Scored
 
 @pytest.mark.parametrize("name", ["u2net-int8", "u2netp"])
 def test_refinement_still_helps_the_lemurs_fur(models: ModelSet, name: str) -> None:
-    items, refined, plain = _mattes(models.models[name], LEMUR)
+    _, refined, plain = _mattes(models.models[name], LEMUR)
     refined_mae, plain_mae = float(np.mean([r[0] for r in refined])), float(np.mean([p[0] for p in plain]))
     assert refined_mae <= LEMUR_MAE_CEILING[name] and refined_mae < plain_mae, (refined_mae, plain_mae)
 

@@ -101,6 +101,7 @@ def test_an_option_change_reruns_the_photo(page) -> None:  # type: ignore[no-unt
     page.set_input_files("#file", str(dev_images()[1]))
     page.wait_for_selector("#download[aria-disabled='false']", timeout=60_000)
 
+    page.select_option("#quality", "fast")
     page.select_option("#format", "jpeg")
     page.check("#crop")
     page.wait_for_selector("#download[download$='-cutout.jpg'][aria-disabled='false']", timeout=60_000)
