@@ -8,7 +8,7 @@
    (astronaut, cat, motorcycle, camera: none of them in the dev set, so the scores are fair).
    The shipped file itself is the baseline row.
 2. Quality: the full pipeline (refinement on, as served) with each file, against the dev set's
-   ground truth, with bench/quality.py's metrics (MAE, IoU, maxF, edge MAE).
+   ground truth, with bench/evalset.py's measures (MAE, IoU, edge MAE within 8 px).
 3. Latency: one 1x3x320x320 run of the model alone, the service's session settings (one
    intra-op thread), the variants interleaved round by round so machine noise hits all alike.
 4. Batching: float32 (and int8 static) per-image time at batch 1, 2 and 4, also interleaved,
@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibration_photos import write_calibration_photos  # noqa: E402
-from quality import dataset, evaluate  # noqa: E402
+import evalset  # noqa: E402
+from quality import evaluate  # noqa: E402
 
 from app.model import SaliencyModel  # noqa: E402
 from app.pipeline import RemoveOptions, remove_background  # noqa: E402
@@ -112,7 +113,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "evaldata" / "dev")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds for latency and batching")
-    parser.add_argument("--band", type=int, default=10, help="half-width in px of the edge band")
     parser.add_argument("--rebuild", action="store_true", help="export the variants again")
     args = parser.parse_args()
 
@@ -120,20 +120,20 @@ def main() -> None:
     models = {label: SaliencyModel.load(path, intra_op_threads=1) for label, path in files.items()}
     print(f"\npython {sys.version.split()[0]}, {os.cpu_count()} CPUs; onnxruntime intra-op threads: 1\n")
 
-    items = dataset(args.data)
-    scores = evaluate({label: masker(model) for label, model in models.items()}, items, args.band)
+    items = evalset.load(args.data)
+    scores, _ = evaluate({label: masker(model) for label, model in models.items()}, items, use_ignore=False)
     photo = sorted((args.data / "images").iterdir())[0]
     latency = interleaved_medians({label: timed_run(model, model_tensor(model, photo, 1)) for label, model in models.items()}, args.rounds)
 
     base = latency["shipped"]
     print(f"Quality on {len(items)} dev images (pipeline, refine on) and model latency at 1x3x{SIDE}x{SIDE} (median of {args.rounds}):\n")
-    print(f"| variant | file MB | precision | MAE | IoU | maxF | edgeMAE±{args.band} | latency ms | speed vs shipped |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| variant | file MB | precision | MAE | IoU | edge MAE | latency ms | speed vs shipped |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, model in models.items():
-        means = scores[label].mean(axis=0)
+        means = np.mean(scores[label], axis=0)
         size = files[label].stat().st_size / 1e6
         print(
-            f"| {label} | {size:.1f} | {model.info.precision} | {means[0]:.4f} | {means[1]:.4f} | {means[2]:.4f} | {means[3]:.4f} "
+            f"| {label} | {size:.1f} | {model.info.precision} | {means[0]:.4f} | {means[1]:.4f} | {means[2]:.4f} "
             f"| {latency[label] * 1000:.0f} | {base / latency[label]:.2f}x |"
         )
 

@@ -146,10 +146,3 @@ def solve_alpha(image: np.ndarray, prior: np.ndarray, unknown: np.ndarray, setti
     alpha = known.copy()
     alpha[box] = fixed + free * x
     return np.clip(alpha, 0.0, 1.0)
-
-
-def uncertain_band(prior: np.ndarray, half_width: int) -> np.ndarray:
-    """Pixels within ``half_width`` of the map's 0.5 contour, either side: the trimap's unknown."""
-    inside = (prior >= 0.5).astype(np.uint8)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * half_width + 1, 2 * half_width + 1))
-    return cv2.dilate(inside, kernel) != cv2.erode(inside, kernel)
