@@ -28,12 +28,13 @@ async def healthz(state: State) -> JSONResponse:
             body["error"] = state.failure
         return JSONResponse(body, status_code=503)
     runner = state.runner
+    models = [_described(model.info.as_dict(), bool(state.settings.api_keys)) for model in state.models]
     return JSONResponse(
         {
             "status": "ok",
             "version": __version__,
-            "model": state.models.default_model.info.as_dict(),
-            "models": [model.info.as_dict() for model in state.models],
+            "model": next(m for m in models if m["name"] == state.models.default),
+            "models": models,
             "default_model": state.models.default,
             "quality": state.settings.quality,
             "workers": runner.workers,
@@ -45,3 +46,9 @@ async def healthz(state: State) -> JSONResponse:
             "startup_ms": state.timings,
         }
     )
+
+
+def _described(info: dict[str, Any], keyed: bool) -> dict[str, Any]:
+    """A model's facts for the open probe: with API keys set, no file-system path (the probe
+    answers without a key, and the path says how the host is laid out)."""
+    return {name: value for name, value in info.items() if not (keyed and name == "path")}

@@ -116,6 +116,13 @@ def test_probes_the_page_and_the_docs_stay_open(keyed_server: LiveServer) -> Non
         assert httpx.get(keyed_server.url + path).status_code == 200, path
 
 
+def test_with_keys_the_open_probe_shows_no_file_system_path(keyed_server: LiveServer, server: LiveServer) -> None:
+    keyed, open_ = httpx.get(keyed_server.url + "/healthz").json(), httpx.get(server.url + "/healthz").json()
+    assert "path" not in keyed["model"] and all("path" not in model for model in keyed["models"])
+    assert keyed["model"]["sha256"] == open_["model"]["sha256"]
+    assert open_["model"]["path"].endswith("u2netp.onnx"), "without keys the path stays, for operators"
+
+
 def test_the_rate_limit_spends_one_token_an_image_and_says_so(limited_server: LiveServer) -> None:
     key = {"X-Api-Key": "first-key"}
     first = remove(limited_server, key)
