@@ -131,7 +131,7 @@ class Settings:
     models: tuple[str, ...] = ()  # catalogue models loaded besides ``model``
     model_dir: Path = DEFAULT_MODEL_DIR  # where the set-up put the catalogue's files
     model_path: Path | None = None  # a U²-Net-family file of the user's own: it becomes the default
-    quality: str = "balanced"  # fast | balanced | best, see pipeline.QualityPlan
+    quality: str = "balanced"  # fast | balanced | best: the plans in app/model/passes.py
     workers: int = field(default_factory=available_cpus)
     intra_op_threads: int = 1
     solo_threads: int = field(default_factory=available_cpus)  # intra-op threads of an image alone; 1: off
