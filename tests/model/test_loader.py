@@ -34,6 +34,7 @@ def test_model_and_models_load_from_the_catalogue_default_first(tmp_path: Path) 
     assert models.default == "u2netp" and list(models.models) == ["u2netp", "u2net"]
     assert models.default_model.info.sha256 == CATALOGUE["u2netp"].sha256
     assert models.get("u2net") is not None and models.get("u2net").info.sha256 == CATALOGUE["u2net"].sha256  # type: ignore[union-attr]
+    assert all(model.known is CATALOGUE[name] for name, model in models.models.items()), "each carries its entry"
 
 
 def test_a_name_outside_the_catalogue_is_refused_before_anything_loads() -> None:
