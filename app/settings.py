@@ -111,6 +111,19 @@ def _url_allow_list(name: str) -> tuple[str, ...]:
     return entries
 
 
+def _ip_networks(name: str) -> tuple[str, ...]:
+    """IP addresses or networks (``10.0.0.0/8``), or ``*`` for any."""
+    entries = _env_list(name)
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name} entries must be IP addresses, networks like 10.0.0.0/8, or '*'; got {entry!r}") from None
+    return entries
+
+
 def _api_keys(name: str) -> tuple[str, ...]:
     keys = _env_list(name)
     for key in keys:
@@ -151,6 +164,14 @@ class Settings:
     rate_limit_per_minute: int = 0  # images per minute per key (per client address without keys); 0: no limit
     image_url_allow: tuple[str, ...] = ()  # where remove.bg's image_url may fetch from; empty: image_url is off
     image_url_timeout_seconds: int = 10  # the whole download of one image_url, redirects included
+    # What one peer may hold: each bound below frees a connection or a slot from a client that stalls.
+    header_timeout_seconds: int = 10  # a request line and its headers must arrive within this (new connections too)
+    keep_alive_seconds: int = 5  # an idle keep-alive connection is closed after this
+    upload_idle_seconds: int = 10  # a body (or the wait after 100 Continue) silent this long is dropped with 408
+    upload_min_bytes_per_second: int = 32 * 1024  # past the idle grace, a body must keep this average rate
+    max_connections: int = 1024  # open connections; past it the idlest is closed, or a new one refused
+    max_header_bytes: int = 32 * 1024  # request line plus headers; more gets 431
+    forwarded_allow_ips: tuple[str, ...] = ()  # proxies whose X-Forwarded-For is believed; empty: none
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -194,4 +215,13 @@ class Settings:
             image_url_timeout_seconds=_env_int(
                 "IMAGE_URL_TIMEOUT_SECONDS", defaults.image_url_timeout_seconds, minimum=1, maximum=300
             ),
+            header_timeout_seconds=_env_int("HEADER_TIMEOUT_SECONDS", defaults.header_timeout_seconds, minimum=1),
+            keep_alive_seconds=_env_int("KEEP_ALIVE_SECONDS", defaults.keep_alive_seconds, minimum=1),
+            upload_idle_seconds=_env_int("UPLOAD_IDLE_SECONDS", defaults.upload_idle_seconds, minimum=1),
+            upload_min_bytes_per_second=_env_int(
+                "UPLOAD_MIN_BYTES_PER_SECOND", defaults.upload_min_bytes_per_second, minimum=1
+            ),
+            max_connections=_env_int("MAX_CONNECTIONS", defaults.max_connections, minimum=16),
+            max_header_bytes=_env_int("MAX_HEADER_BYTES", defaults.max_header_bytes, minimum=1024),
+            forwarded_allow_ips=_ip_networks("FORWARDED_ALLOW_IPS"),
         )
