@@ -27,6 +27,7 @@ from app.pipeline import Limits, MatteOptions, flatten_for_jpeg, matte_photo
 
 MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "zip": "application/zip"}
 _ENCODINGS: dict[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "webp": "webp"}  # remove.bg's names -> ours
+_DEFAULT_LIMITS, _DEFAULT_ENCODER = Limits(), EncoderSettings()  # both frozen: one shared default each
 
 
 @dataclass
@@ -51,8 +52,8 @@ def remove_background_as_removebg(
     options: RemoveBgOptions,
     model: SaliencyModel,
     refine: bool,
-    limits: Limits = Limits(),
-    encoder: EncoderSettings = EncoderSettings(),
+    limits: Limits = _DEFAULT_LIMITS,
+    encoder: EncoderSettings = _DEFAULT_ENCODER,
     quality: str = "balanced",
 ) -> RemoveBgResult:
     matted = matte_photo(
@@ -61,25 +62,28 @@ def remove_background_as_removebg(
         model,
         limits,
     )
-    timings = matted.timings_ms
+    timings, icc_profile, layer = matted.timings_ms, matted.icc_profile, matted.layer
+    del matted  # each stage below makes a new canvas: hold the one before it no longer than needed
     started = time.perf_counter()
-    layer, subject = _laid_out(matted.layer, options)
-    backdrop = decode_image(background, limits.max_pixels).rgb if background is not None else None
-    mask = layer.alpha
-    if backdrop is not None and options.channels == "rgba":
-        layer = over_photo(layer, backdrop)
+    layer, subject = _laid_out(layer, options)
+    on_photo = background is not None
+    if background is not None:
+        backdrop = decode_image(background, limits.max_pixels).rgb  # decoded even for channels=alpha: checked
+        if options.channels == "rgba":
+            layer = over_photo(layer, backdrop)  # its cost is the canvas's pixels, whatever the backdrop's aspect
+        del backdrop
     lap = time.perf_counter()
     timings["compose"] = round((lap - started) * 1000.0, 1)
 
-    fmt = _format(options, layer, backdrop is not None)
+    fmt = _format(options, layer, on_photo)
     if fmt == "zip":
         body = _zip(layer, options.bg_color, encoder)
     elif options.channels == "alpha":
-        body = encode(Cutout(layer.rgb, mask, mask_only=True), _ENCODINGS[fmt], encoder)
+        body = encode(Cutout(layer.rgb, layer.alpha, mask_only=True), _ENCODINGS[fmt], encoder)
     else:
-        colour = WHITE if backdrop is not None else options.bg_color  # on a photo all is opaque: encode RGB
+        colour = WHITE if on_photo else options.bg_color  # on a photo all is opaque: encode RGB
         colour = flatten_for_jpeg(colour) if fmt == "jpg" else colour
-        body = encode(Cutout(layer.rgb, layer.alpha, colour), _ENCODINGS[fmt], encoder, matted.icc_profile)
+        body = encode(Cutout(layer.rgb, layer.alpha, colour), _ENCODINGS[fmt], encoder, icc_profile)
     timings["encode"] = round((time.perf_counter() - lap) * 1000.0, 1)
     return RemoveBgResult(body, MEDIA_TYPES[fmt], layer.width, layer.height, subject, timings)
 

@@ -4,11 +4,15 @@ Whole-picture operations on a ``Layer`` (straight colours and their alpha,
 both ``uint8``), for the remove.bg-compatible API. The plain ``/remove`` path
 never comes here: it composes band by band in ``encode``. Lengths given in
 pixels or percent (``Length``) are resolved here against the size they refer to.
+The shadow and the background photo cost a few times the canvas's pixels,
+whatever the subject's size or the photo's aspect: their float work is done a
+band of rows at a time, and the pictures they scale are cropped first.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -20,6 +24,8 @@ from app.imaging.encode import Region
 SHADOW_OPACITY = 0.5
 SHADOW_BLUR = 0.03  # Gaussian sigma, as a fraction of the subject's shorter side
 SHADOW_OFFSET = (0.01, 0.02)  # right and down, as fractions of the subject's width and height
+SHADOW_WORK_SIGMA = 4.0  # the shadow is blurred where its sigma is this many pixels or a little more (below: as is)
+BAND_PIXELS = 1 << 20  # composed this many pixels at a time
 
 
 @dataclass(frozen=True)
@@ -146,28 +152,149 @@ def drop_shadow(layer: Layer, subject: Region) -> Layer:
     """The layer over a soft, offset, half-opaque black copy of its own alpha."""
     width, height = subject[2] - subject[0], subject[3] - subject[1]
     sigma = max(1.0, SHADOW_BLUR * min(width, height))
-    shift = np.float32([[1, 0, SHADOW_OFFSET[0] * width], [0, 1, SHADOW_OFFSET[1] * height]])
-    shadow = cv2.warpAffine(layer.alpha, shift, (layer.width, layer.height), flags=cv2.INTER_LINEAR)
-    shadow = cv2.GaussianBlur(shadow.astype(np.float32) * np.float32(SHADOW_OPACITY / 255.0), (0, 0), sigma)
-    alpha = layer.alpha.astype(np.float32) * np.float32(1.0 / 255.0)
-    out_alpha = alpha + shadow * (1.0 - alpha)
-    rgb = layer.rgb.astype(np.float32) * (alpha / np.maximum(out_alpha, 1e-6))[:, :, None]  # black adds no colour
-    return Layer(_to_uint8(rgb), _to_uint8(out_alpha * 255.0))
+    shadow = _Shadow(layer.alpha, sigma, (SHADOW_OFFSET[0] * width, SHADOW_OFFSET[1] * height))
+    rgb, out_alpha = np.empty_like(layer.rgb), np.empty_like(layer.alpha)
+    for rows in _bands(layer.height, layer.width):
+        alpha = layer.alpha[rows].astype(np.float32) * np.float32(1.0 / 255.0)
+        shaded = alpha + shadow.rows(rows) * (1.0 - alpha)
+        ratio = alpha / np.maximum(shaded, 1e-6)  # black adds no colour
+        rgb[rows] = _to_uint8(layer.rgb[rows].astype(np.float32) * ratio[:, :, None])
+        out_alpha[rows] = _to_uint8(shaded * 255.0)
+    return Layer(rgb, out_alpha)
+
+
+class _Shadow:
+    """The shadow's opacity (float32, 0 to ``SHADOW_OPACITY``), made at a reduced resolution and read back by rows.
+
+    A Gaussian blur costs its kernel's width per pixel, and a shadow holds no detail finer than its blur: so the
+    alpha is shrunk until the blur is ``SHADOW_WORK_SIGMA`` pixels or a little more, shifted and blurred there,
+    and enlarged (bilinear) one band of rows at a time as the caller composes. Only the window the shadow can
+    reach is worked on (a small subject on a large canvas costs its own pixels). So its cost is a few times the
+    canvas's pixels at most, whatever the subject's size (a 60 MP photo's blur of sigma 180 took minutes at full
+    size), and no full-size float canvas is made. Shrinking and enlarging blur a little themselves; the blur made
+    here is narrowed by as much, so the shadow looks as one made at full size.
+    """
+
+    def __init__(self, alpha: np.ndarray, sigma: float, offset: tuple[float, float]) -> None:
+        self.height, self.width = alpha.shape
+        shrink = max(1, math.floor(sigma / SHADOW_WORK_SIGMA))
+        self.shrunk = shrink > 1
+        self.window = _shadow_window(alpha, sigma, offset, shrink)
+        left, top, right, bottom = self.window
+        alpha = alpha[top:bottom, left:right]
+        small = alpha
+        if self.shrunk:
+            size = (max(1, math.ceil(alpha.shape[1] / shrink)), max(1, math.ceil(alpha.shape[0] / shrink)))
+            small = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+        self.scale_x, self.scale_y = small.shape[1] / alpha.shape[1], small.shape[0] / alpha.shape[0]
+        shift = np.float32([[1, 0, offset[0] * self.scale_x], [0, 1, offset[1] * self.scale_y]])
+        small = cv2.warpAffine(small, shift, (small.shape[1], small.shape[0]), flags=cv2.INTER_LINEAR)
+        sigma_x, sigma_y = sigma * self.scale_x, sigma * self.scale_y
+        if self.shrunk:  # the area filter and the bilinear enlargement add a variance of 1/12 + 1/6 small pixels
+            sigma_x, sigma_y = (math.sqrt(max(0.25, value * value - 0.25)) for value in (sigma_x, sigma_y))
+        small = small.astype(np.float32) * np.float32(SHADOW_OPACITY / 255.0)
+        # mirrored about the edge: about the last small pixel would put the mirror half a small pixel (several
+        # full-size ones) inside where the full-size blur has it, about its last pixel
+        border = cv2.BORDER_REFLECT if self.shrunk else cv2.BORDER_REFLECT_101
+        self.small = cv2.GaussianBlur(small, (0, 0), sigma_x, sigmaY=sigma_y, borderType=border)
+
+    def rows(self, rows: slice) -> np.ndarray:
+        """The shadow's opacity at full size in ``rows`` of the canvas: none outside its window."""
+        band = np.zeros((rows.stop - rows.start, self.width), np.float32)
+        left, top, right, bottom = self.window
+        first, last = max(rows.start, top), min(rows.stop, bottom)
+        if first < last:
+            band[first - rows.start : last - rows.start, left:right] = self._enlarged(first - top, last - top)
+        return band
+
+    def _enlarged(self, top: int, bottom: int) -> np.ndarray:
+        """Rows ``top`` to ``bottom`` of the window at full size."""
+        if not self.shrunk:
+            return self.small[top:bottom]
+        # where each pixel's centre falls on the small picture, as cv2.resize maps it
+        to_small = np.float64(
+            [
+                [self.scale_x, 0, 0.5 * self.scale_x - 0.5],
+                [0, self.scale_y, (top + 0.5) * self.scale_y - 0.5],
+            ]
+        )
+        width = self.window[2] - self.window[0]
+        return cv2.warpAffine(
+            self.small,
+            to_small,
+            (width, bottom - top),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+
+
+def _shadow_window(alpha: np.ndarray, sigma: float, offset: tuple[float, float], shrink: int) -> Region:
+    """Where the shadow can be seen: around the alpha's non-zero box and its shifted copy, as far as the blur reaches.
+
+    OpenCV's float kernel reaches 4 sigma; shrinking and shifting reach a few pixels more. Beyond that the shadow
+    is zero, and within it the blur sees the same zeros at the window's edge as it would on the whole canvas.
+    """
+    height, width = alpha.shape
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if rows.size == 0:
+        return 0, 0, min(1, width), min(1, height)
+    reach = math.ceil(4.0 * sigma) + 2 * shrink + 2
+    left = math.floor(min(cols[0], cols[0] + offset[0])) - reach
+    right = math.ceil(max(cols[-1] + 1, cols[-1] + 1 + offset[0])) + reach
+    top = math.floor(min(rows[0], rows[0] + offset[1])) - reach
+    bottom = math.ceil(max(rows[-1] + 1, rows[-1] + 1 + offset[1])) + reach
+    return max(0, left), max(0, top), min(width, right), min(height, bottom)
 
 
 def over_photo(layer: Layer, background: np.ndarray) -> Layer:
     """The layer over a background photo, which is scaled to cover the canvas and centred."""
-    height, width = background.shape[:2]
-    if (width, height) != (layer.width, layer.height):
-        factor = max(layer.width / width, layer.height / height)
-        size = (max(layer.width, math.ceil(width * factor)), max(layer.height, math.ceil(height * factor)))
-        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
-        background = cv2.resize(background, size, interpolation=interpolation)
-        left, top = (size[0] - layer.width) // 2, (size[1] - layer.height) // 2
-        background = background[top : top + layer.height, left : left + layer.width]
-    alpha = layer.alpha.astype(np.float32)[:, :, None] * np.float32(1.0 / 255.0)
-    rgb = background.astype(np.float32) + (layer.rgb.astype(np.float32) - background) * alpha
-    return Layer(_to_uint8(rgb), np.full_like(layer.alpha, 255))
+    canvas = cover(background, layer.width, layer.height)
+    for rows in _bands(layer.height, layer.width):  # in integers: (fg * a + bg * (255 - a)) / 255, rounded
+        alpha = layer.alpha[rows][:, :, None].astype(np.uint16)
+        blended = layer.rgb[rows] * alpha + canvas[rows] * (255 - alpha) + 127
+        canvas[rows] = blended // 255
+    return Layer(canvas, np.full_like(layer.alpha, 255))
+
+
+def cover(picture: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``picture`` scaled to cover ``width`` x ``height``, centred and cropped to it: always a new array.
+
+    Only the part that will be seen is resampled, straight to the canvas's size, so the cost is the canvas's
+    pixels whatever the picture's aspect: a 1x3000 strip behind a 500x500 canvas, scaled whole, would be
+    500x1,500,000 pixels first. However thin the part seen (a fraction of one source pixel), it is one colour
+    sampled from the picture, never an empty or huge array.
+    """
+    source_height, source_width = picture.shape[:2]
+    factor = max(width / source_width, height / source_height)
+    if factor == 1:  # as large as the canvas one way: a plain crop of the other
+        left, top = (source_width - width) // 2, (source_height - height) // 2
+        return picture[top : top + height, left : left + width].copy()
+    seen_width, seen_height = width / factor, height / factor  # in source pixels, at most the whole picture
+    left, top = (source_width - seen_width) / 2.0, (source_height - seen_height) / 2.0
+    if factor < 1:  # shrinking (area filter) the whole source pixels seen, then cropping the part of one over
+        x0, y0 = math.floor(left), math.floor(top)
+        x1, y1 = math.ceil(left + seen_width), math.ceil(top + seen_height)
+        size = (max(width, round((x1 - x0) * factor)), max(height, round((y1 - y0) * factor)))
+        scaled = cv2.resize(picture[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA)
+        dx = min(size[0] - width, round((left - x0) * factor))
+        dy = min(size[1] - height, round((top - y0) * factor))
+        return np.ascontiguousarray(scaled[dy : dy + height, dx : dx + width])
+    # enlarging: each canvas pixel's centre mapped into the picture, as cv2.resize maps it
+    to_source = np.float64([[1.0 / factor, 0, left + 0.5 / factor - 0.5], [0, 1.0 / factor, top + 0.5 / factor - 0.5]])
+    return cv2.warpAffine(
+        picture,
+        to_source,
+        (width, height),
+        flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def _bands(height: int, width: int) -> Iterator[slice]:
+    """Slices of rows of about ``BAND_PIXELS`` pixels: float temporaries of a band, never of the whole canvas."""
+    step = max(1, BAND_PIXELS // max(1, width))
+    for top in range(0, height, step):
+        yield slice(top, min(height, top + step))
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
