@@ -11,8 +11,10 @@ operator allowed exactly that. So every hop, redirects included:
   to an address that passed, never to whatever a second lookup would say
   (DNS rebinding); TLS still verifies the certificate against the host name;
 - redirects are followed here, at most ``MAX_REDIRECTS``, each one checked anew.
-The whole download has one deadline and a byte cap, and its first bytes must be
-an image we read. Standard library only; blocking, so callers run it in a thread.
+The whole fetch has one deadline (resolving aside: connect, TLS, request, status
+line, headers, body, every redirect) kept by a watchdog that cuts the socket,
+and a byte cap, and its first bytes must be an image we read. Standard library
+only; blocking, so callers run it in a thread.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -32,6 +35,7 @@ MAX_REDIRECTS = 5
 _SNIFF_BYTES = 64
 _CHUNK = 64 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
+_RECUT_S = 0.05  # past the deadline, the watchdog cuts again this often until the fetch gives up
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -90,19 +94,86 @@ def fetch_image(url: str, policy: FetchPolicy, field: str = "image_url") -> byte
         raise FetchRefused(
             f"{field} is not enabled on this server; upload the image instead (IMAGE_URL_ALLOW turns it on)."
         )
-    deadline = time.monotonic() + policy.timeout_s
-    for _ in range(MAX_REDIRECTS + 1):
-        target = _checked_target(url, policy, field)
-        status, location, body = _get(target, policy, deadline, field)
-        if status in _REDIRECTS:
-            if not location:
-                raise FetchFailed(f"Failed to download the image from {field}: HTTP {status} without a Location.")
-            url = urljoin(url, location)
-            continue
-        if status != 200:
-            raise FetchFailed(f"Failed to download the image from {field}: HTTP status {status}.")
-        return body
-    raise FetchFailed(f"Failed to download the image from {field}: more than {MAX_REDIRECTS} redirects.")
+    deadline = _Deadline(policy.timeout_s)
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            target = _checked_target(url, policy, field)
+            status, location, body = _get(target, policy, deadline, field)
+            if status in _REDIRECTS:
+                if not location:
+                    raise FetchFailed(f"Failed to download the image from {field}: HTTP {status} without a Location.")
+                url = urljoin(url, location)
+                continue
+            if status != 200:
+                raise FetchFailed(f"Failed to download the image from {field}: HTTP status {status}.")
+            return body
+        raise FetchFailed(f"Failed to download the image from {field}: more than {MAX_REDIRECTS} redirects.")
+    finally:
+        deadline.close()
+
+
+class _Deadline:
+    """One deadline over a whole fetch, kept by a watchdog thread that shuts its sockets down once it passes.
+
+    A socket timeout bounds one read, not a fetch: a server that sends its status line a byte a second, or
+    ``100 Continue`` after ``100 Continue`` (http.client skips any number of them), never lets a read time out.
+    Each blocking step still gets the time left as its timeout; at the deadline the watchdog shuts the sockets
+    down, so the read in progress ends at once (and again every ``_RECUT_S``, for one connected meanwhile). It
+    holds duplicates of the sockets, closed only by itself, so it can never shut down a descriptor reused since.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._at = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._passed = threading.Event()
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, name="image-url-deadline", daemon=True).start()
+
+    def left(self) -> float:
+        return self._at - time.monotonic()
+
+    @property
+    def passed(self) -> bool:
+        return self._passed.is_set() or self.left() <= 0
+
+    def guard(self, sock: socket.socket) -> None:
+        """Watch ``sock`` (and the TLS socket that will wrap it: same connection) until ``release``."""
+        with self._lock:
+            self._sockets.append(sock.dup())
+            if self._passed.is_set():
+                self._cut()
+
+    def release(self) -> None:
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+    def close(self) -> None:
+        self._done.set()
+        self.release()
+
+    def _watch(self) -> None:
+        if self._done.wait(max(0.0, self.left())):
+            return
+        self._passed.set()
+        while True:
+            with self._lock:
+                self._cut()
+            if self._done.wait(_RECUT_S):
+                return
+
+    def _cut(self) -> None:
+        for sock in self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected yet, or already shut
+
+
+def _took_too_long(policy: FetchPolicy, field: str) -> FetchFailed:
+    return FetchFailed(f"Failed to download the image from {field}: it took longer than {policy.timeout_s:g} s.")
 
 
 @dataclass(frozen=True)
@@ -164,9 +235,10 @@ def _unmapped(address: IPAddress) -> IPAddress:
     return address
 
 
-def _connection(target: _Target, timeout: float) -> http.client.HTTPConnection:
-    """A connection to ``target.host`` whose socket goes to the checked address, not a new lookup."""
+def _connection(target: _Target, deadline: _Deadline) -> http.client.HTTPConnection:
+    """A connection to ``target.host`` whose socket goes to the checked address, not a new lookup, under ``deadline``."""
     connection: http.client.HTTPConnection
+    timeout = max(0.001, deadline.left())
     if target.scheme == "https":
         connection = http.client.HTTPSConnection(
             target.host, target.port, timeout=timeout, context=ssl.create_default_context()
@@ -177,20 +249,24 @@ def _connection(target: _Target, timeout: float) -> http.client.HTTPConnection:
     def connect_to_checked(
         _address: tuple[str, int], timeout: float | None = None, source: object = None
     ) -> socket.socket:
-        return socket.create_connection((target.address, target.port), timeout)
+        sock = socket.create_connection((target.address, target.port), max(0.001, deadline.left()))
+        deadline.guard(sock)  # before TLS: the handshake is under the deadline too
+        sock.settimeout(max(0.001, deadline.left()))
+        return sock
 
     connection._create_connection = connect_to_checked  # type: ignore[attr-defined]  # http.client's own seam
     return connection
 
 
-def _get(target: _Target, policy: FetchPolicy, deadline: float, field: str) -> tuple[int, str | None, bytes]:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise FetchFailed(f"Failed to download the image from {field}: it took longer than {policy.timeout_s:g} s.")
-    connection = _connection(target, remaining)
+def _get(target: _Target, policy: FetchPolicy, deadline: _Deadline, field: str) -> tuple[int, str | None, bytes]:
+    if deadline.passed:
+        raise _took_too_long(policy, field)
+    connection = _connection(target, deadline)
     try:
         connection.request("GET", target.path, headers={"User-Agent": "bgremove", "Accept": "image/*"})
-        response = connection.getresponse()
+        if connection.sock is not None:
+            connection.sock.settimeout(max(0.001, deadline.left()))
+        response = connection.getresponse()  # status line and headers, any number of 100s: cut at the deadline
         if response.status != 200:
             return response.status, response.getheader("Location"), b""
         declared = response.getheader("Content-Length", "")
@@ -198,30 +274,28 @@ def _get(target: _Target, policy: FetchPolicy, deadline: float, field: str) -> t
             raise errors.upload_too_large(policy.max_bytes)
         return 200, None, _read_image(connection, response, policy, deadline, field)
     except (OSError, http.client.HTTPException) as exc:
-        if time.monotonic() >= deadline or isinstance(exc, (TimeoutError, socket.timeout)):
-            raise FetchFailed(
-                f"Failed to download the image from {field}: it took longer than {policy.timeout_s:g} s."
-            ) from None
+        if deadline.passed or isinstance(exc, (TimeoutError, socket.timeout)):
+            raise _took_too_long(policy, field) from None
         raise FetchFailed(f"Failed to download the image from {field}: {type(exc).__name__}.") from None
     finally:
         connection.close()
+        deadline.release()
 
 
 def _read_image(
     connection: http.client.HTTPConnection,
     response: http.client.HTTPResponse,
     policy: FetchPolicy,
-    deadline: float,
+    deadline: _Deadline,
     field: str,
 ) -> bytes:
     body = bytearray()
     sniffed = False
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise FetchFailed(f"Failed to download the image from {field}: it took longer than {policy.timeout_s:g} s.")
+        if deadline.passed:
+            raise _took_too_long(policy, field)
         if connection.sock is not None:  # a server dripping bytes must not stretch the deadline
-            connection.sock.settimeout(remaining)
+            connection.sock.settimeout(max(0.001, deadline.left()))
         chunk = response.read1(_CHUNK)
         if not chunk:
             break
@@ -231,6 +305,8 @@ def _read_image(
         if not sniffed and len(body) >= _SNIFF_BYTES:
             _sniff(bytes(body), field)
             sniffed = True
+    if deadline.passed:  # the watchdog's cut ends a read as the end of the body would: not an image, a timeout
+        raise _took_too_long(policy, field)
     if not sniffed:
         _sniff(bytes(body), field)
     return bytes(body)

@@ -8,9 +8,10 @@ refusing them before any connection is exactly what is tested.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -28,12 +29,13 @@ from tests.images import decode, photo, to_bytes
 PHOTO = to_bytes(photo().resize((340, 220)), "JPEG", quality=90)
 BACKDROP = to_bytes(Image.new("RGB", (340, 220), (30, 60, 200)), "PNG")
 SLOW_SECONDS = 3.0
+STALL_SECONDS = 40.0  # how long a stalling server keeps at it when nobody cuts it off: past any test's patience
 
 
 class _Images(BaseHTTPRequestHandler):
     """Photos, redirects (some to forbidden places), a web page, a 404, a slow and an endless answer."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         routes = {
             "/photo.jpg": lambda: self._send(200, PHOTO, "image/jpeg"),
             "/backdrop.png": lambda: self._send(200, BACKDROP, "image/png"),
@@ -230,3 +232,95 @@ def test_name_rules_match_the_host_and_its_subdomains() -> None:
 
 def test_the_policy_fetches_an_allow_listed_local_image(images: str) -> None:
     assert fetch_image(images + "/photo.jpg", policy("127.0.0.1")) == PHOTO
+
+
+# Servers that never let one read time out: the whole fetch must still end at its deadline.
+
+
+def _status_line_a_byte_a_second(connection: socket.socket) -> None:
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n\r\n":
+        connection.sendall(bytes([byte]))
+        time.sleep(1.0)
+
+
+def _continue_for_ever(connection: socket.socket) -> None:
+    while True:  # http.client skips any number of these
+        connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        time.sleep(0.01)
+
+
+def _body_a_byte_a_second(connection: socket.socket) -> None:
+    connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\n\r\n" + b"\xff\xd8\xff\xe0" + bytes(60))
+    while True:
+        time.sleep(1.0)
+        connection.sendall(b"\0")
+
+
+class StallingServer:
+    """One connection on 127.0.0.1, answered by ``stall`` until it fails (the client hung up) or time runs out."""
+
+    def __init__(self, stall: Callable[[socket.socket], None]) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/stall.jpg"
+        self._stall = stall
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self._listener.settimeout(STALL_SECONDS)
+        try:
+            connection, _ = self._listener.accept()
+        except OSError:
+            return
+        with connection:
+            connection.settimeout(STALL_SECONDS)
+            stopper = threading.Timer(STALL_SECONDS, connection.shutdown, (socket.SHUT_RDWR,))
+            stopper.start()
+            try:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += connection.recv(4096) or b"\r\n\r\n"
+                self._stall(connection)
+            except OSError:
+                pass  # the fetch gave up and closed: this thread is free
+            finally:
+                stopper.cancel()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+STALLS = [_status_line_a_byte_a_second, _continue_for_ever, _body_a_byte_a_second]
+
+
+@pytest.mark.parametrize("stall", STALLS, ids=lambda stall: stall.__name__.strip("_"))
+def test_a_stalling_server_is_cut_off_at_the_deadline(stall: Callable[[socket.socket], None]) -> None:
+    server = StallingServer(stall)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ApiError) as raised:
+            fetch_image(server.url, policy("127.0.0.1"))  # a 2 s deadline
+        elapsed = time.monotonic() - started
+        assert raised.value.status == 400 and raised.value.code == "image_url_failed"
+        assert "longer than 2 s" in raised.value.message
+        assert 1.9 <= elapsed < 20, elapsed
+        server.thread.join(timeout=20)
+        assert not server.thread.is_alive(), "the stalling server's thread was never released"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("stall", STALLS[:2], ids=lambda stall: stall.__name__.strip("_"))
+def test_a_stalling_image_url_is_a_400_and_frees_its_worker(
+    fetching_server: LiveServer, images: str, stall: Callable[[socket.socket], None]
+) -> None:
+    server = StallingServer(stall)
+    try:
+        response = post(fetching_server, {"image_url": server.url})  # a 1 s deadline
+        assert response.status_code == 400 and error_code(response) == "image_url_failed", response.text
+        assert "longer than 1 s" in response.json()["errors"][0]["title"]
+        assert post(fetching_server, {"image_url": images + "/photo.jpg", "channels": "alpha"}).status_code == 200
+        server.thread.join(timeout=20)
+        assert not server.thread.is_alive()
+    finally:
+        server.close()
