@@ -77,3 +77,13 @@ def model_unavailable() -> ApiError:
 def shutting_down() -> ApiError:
     """Sent while draining after SIGTERM; another replica, or this one restarted, will take it."""
     return ApiError(503, "shutting_down", "The service is shutting down; send the image again.", headers={"Retry-After": "1"})
+
+
+def too_many_failed_keys(retry_after_s: int) -> ApiError:
+    """Sent before any key is compared, so a guesser learns nothing while it waits."""
+    return ApiError(
+        429,
+        "too_many_failed_keys",
+        "Too many wrong API keys from this address; retry after the number of seconds in Retry-After.",
+        headers={"Retry-After": str(retry_after_s)},
+    )

@@ -125,10 +125,17 @@ def _ip_networks(name: str) -> tuple[str, ...]:
 
 
 def _api_keys(name: str) -> tuple[str, ...]:
+    """The keys, each long enough: a short key is guessed from outside whatever the throttle."""
+    min_length = 16
     keys = _env_list(name)
-    for key in keys:
+    for position, key in enumerate(keys, start=1):
         if not key.isprintable() or any(char.isspace() for char in key):
             raise SettingsError(f"{name} keys must be printable and without spaces (they travel in HTTP headers)")
+        if len(key) < min_length:  # the key itself stays out of the message: it may land in a log
+            raise SettingsError(
+                f"{name} keys must be at least {min_length} characters; key {position} has {len(key)} "
+                "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
     return keys
 
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,12 +70,12 @@ def test_access_settings_default_to_an_open_api_without_image_urls(monkeypatch: 
 
 
 def test_access_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("API_KEYS", " first-key, second_key ,,")
+    monkeypatch.setenv("API_KEYS", " first-key-0123456789, second_key_0123456789 ,,")
     monkeypatch.setenv("RATE_LIMIT_PER_MINUTE", "120")
     monkeypatch.setenv("IMAGE_URL_ALLOW", "Images.Example.com, *.cdn.example.org, 10.0.0.0/8, 127.0.0.1, ::1, *")
     monkeypatch.setenv("IMAGE_URL_TIMEOUT_SECONDS", "3")
     settings = Settings.from_env()
-    assert settings.api_keys == ("first-key", "second_key")
+    assert settings.api_keys == ("first-key-0123456789", "second_key_0123456789")
     assert settings.rate_limit_per_minute == 120
     assert settings.image_url_allow == ("images.example.com", "*.cdn.example.org", "10.0.0.0/8", "127.0.0.1", "::1", "*")
     assert settings.image_url_timeout_seconds == 3
@@ -94,6 +97,30 @@ def test_bad_access_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: 
 
 
 def test_api_keys_with_spaces_inside_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("API_KEYS", "good,has space")
+    monkeypatch.setenv("API_KEYS", "good-and-long-enough,has space")
     with pytest.raises(SettingsError, match="API_KEYS"):
         Settings.from_env()
+
+
+def test_api_keys_shorter_than_16_characters_are_refused_without_showing_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEYS", "long-enough-key-0123,s3cr3t")
+    with pytest.raises(SettingsError, match="API_KEYS keys must be at least 16 characters; key 2 has 6") as refused:
+        Settings.from_env()
+    assert "s3cr3t" not in str(refused.value)
+    monkeypatch.setenv("API_KEYS", "exactly-16-chars")
+    assert Settings.from_env().api_keys == ("exactly-16-chars",)
+
+
+def test_a_short_api_key_stops_the_service_before_it_starts() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "API_KEYS": "short", "PORT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: API_KEYS keys must be at least 16 characters; key 1 has 5")
+    assert len(result.stderr.strip().splitlines()) == 1 and "short" not in result.stderr  # the key stays secret

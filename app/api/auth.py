@@ -9,8 +9,11 @@ with the page's own requests from then on, with no key stored in the page.
 Keys are compared as SHA-256 digests (equal lengths) with ``hmac.compare_digest``
 against every configured key, without stopping at a match, so the time taken
 says nothing about any key.
+A client address that keeps sending wrong keys is made to wait, longer each
+time (``KeyFailureThrottle``): while it waits it gets 429 ``too_many_failed_keys``
+whatever key it sends, without the key being compared.
 Failures are ``ApiError``s: 401 (no key), 403 (a wrong key), 429 (over the
-limit); each router shapes them as its clients expect.
+limit, or too many wrong keys); each router shapes them as its clients expect.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app import errors
 from app.errors import ApiError
-from app.ratelimit import Allowance, RateLimiter
+from app.ratelimit import Allowance, KeyFailureThrottle, RateLimiter
 from app.settings import Settings
 
 REALM = "bgremove"
@@ -79,11 +83,12 @@ def presented_credentials(request: Request) -> Credentials | None:
 
 
 class Guard:
-    """The app's keys and rate limiter, built once from the settings."""
+    """The app's keys, rate limiter and wrong-key throttle, built once from the settings."""
 
-    def __init__(self, keys: KeyRing, limiter: RateLimiter | None) -> None:
+    def __init__(self, keys: KeyRing, limiter: RateLimiter | None, throttle: KeyFailureThrottle | None = None) -> None:
         self.keys = keys
         self.limiter = limiter
+        self.throttle = throttle if throttle is not None else KeyFailureThrottle()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Guard:
@@ -91,20 +96,38 @@ class Guard:
         return cls(KeyRing(settings.api_keys), limiter)
 
     def identify(self, request: Request) -> str:
-        """Who is calling, for the rate limit: the key's position, or the client's address without keys."""
+        """Who is calling, for the rate limit: the key's position, or the client's address without keys.
+
+        The verdict is kept on the request, so asking twice (the admission check, then the
+        route) counts a wrong key once.
+        """
+        verdict = getattr(request.state, "key_verdict", None)
+        if verdict is None:
+            verdict = self._verdict(request)
+            request.state.key_verdict = verdict
+        if isinstance(verdict, ApiError):
+            raise verdict
+        return verdict
+
+    def _verdict(self, request: Request) -> str | ApiError:
+        client = request.client
+        address = client.host if client else "unknown"
         if not self.keys.required:
-            client = request.client
-            return f"address:{client.host if client else 'unknown'}"
+            return f"address:{address}"
         credentials = presented_credentials(request)
         if credentials is None:
-            raise ApiError(
+            return ApiError(
                 401, "unauthorized", "An API key is required: send it in the X-Api-Key header.", dict(_CHALLENGE)
             )
+        wait_s = self.throttle.retry_after_s(address)
+        if wait_s:
+            return errors.too_many_failed_keys(wait_s)
         index = self.keys.match(credentials.key)
         if index is None:
+            self.throttle.failed(address)
             if credentials.from_browser:
-                raise ApiError(401, "unauthorized", "That API key is not valid.", dict(_CHALLENGE))
-            raise ApiError(403, "forbidden", "That API key is not valid.")
+                return ApiError(401, "unauthorized", "That API key is not valid.", dict(_CHALLENGE))
+            return ApiError(403, "forbidden", "That API key is not valid.")
         return f"key:{index}"
 
 

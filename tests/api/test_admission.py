@@ -12,7 +12,7 @@ from app.settings import Settings
 from tests.conftest import LiveServer, serving
 from tests.images import large_photo_bytes, photo_bytes
 
-KEY = "the-key"
+KEY = "the-key-of-admission"
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ def test_a_busy_server_refuses_before_the_upload_and_closes(one_slot_server: Liv
 
 @pytest.fixture
 def keyed_server(model: SaliencyModel) -> Iterator[LiveServer]:
-    with serving(Settings(workers=1, api_keys=("a-key",)), model) as live:
+    with serving(Settings(workers=1, api_keys=("a-key-0123456789ab",)), model) as live:
         yield live
 
 

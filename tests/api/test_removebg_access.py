@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from tests.conftest import LiveServer, serving
 from tests.images import dev_images, photo, to_bytes
 
 SMALL = to_bytes(photo().resize((170, 110)), "JPEG", quality=90)
-KEYS = ("first-key", "second-key")
+KEYS = ("first-key-0123456789", "second-key-0123456789")
 
 
 @pytest.fixture(scope="module")
@@ -33,28 +35,42 @@ def limited_server(model: SaliencyModel) -> Iterator[LiveServer]:
         yield live
 
 
+_LOOPBACK_HOSTS = itertools.count(10)
+
+
+def from_new_client() -> httpx.Client:
+    """A client on an address of its own (127.0.0.x): wrong keys it sends are not charged to other tests."""
+    transport = httpx.HTTPTransport(local_address=f"127.0.0.{next(_LOOPBACK_HOSTS)}")
+    return httpx.Client(transport=transport, timeout=60)
+
+
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def remove(server: LiveServer, headers: dict[str, str], body: bytes = SMALL) -> httpx.Response:
-    return httpx.post(server.url + "/remove?mask=true", content=body, headers=headers, timeout=60)
+def remove(
+    server: LiveServer, headers: dict[str, str], body: bytes = SMALL, client: httpx.Client | None = None
+) -> httpx.Response:
+    post = client.post if client else httpx.post
+    return post(server.url + "/remove?mask=true", content=body, headers=headers, timeout=60)
 
 
-def removebg(server: LiveServer, headers: dict[str, str], data: dict[str, str] | None = None) -> httpx.Response:
+def removebg(
+    server: LiveServer, headers: dict[str, str], data: dict[str, str] | None = None, client: httpx.Client | None = None
+) -> httpx.Response:
     files = {"image_file": ("p.jpg", SMALL, "image/jpeg")}
-    return httpx.post(
-        server.url + "/v1.0/removebg", data=data or {"channels": "alpha"}, files=files, headers=headers, timeout=60
-    )
+    post = client.post if client else httpx.post
+    url = server.url + "/v1.0/removebg"
+    return post(url, data=data or {"channels": "alpha"}, files=files, headers=headers, timeout=60)
 
 
 @pytest.mark.parametrize(
     "headers",
     [
-        {"X-Api-Key": "first-key"},
-        {"x-api-key": "second-key"},
-        {"Authorization": "Bearer first-key"},
-        {"Authorization": basic("anyone", "second-key")},
+        {"X-Api-Key": KEYS[0]},
+        {"x-api-key": KEYS[1]},
+        {"Authorization": f"Bearer {KEYS[0]}"},
+        {"Authorization": basic("anyone", KEYS[1])},
     ],
     ids=["x-api-key", "second-key", "bearer", "basic"],
 )
@@ -75,13 +91,14 @@ def test_our_api_says_401_without_a_key_and_challenges_browsers(keyed_server: Li
     "headers",
     [
         {"X-Api-Key": "wrong"},
-        {"X-Api-Key": "first-key-but-longer"},
+        {"X-Api-Key": KEYS[0] + "-but-longer"},
         {"Authorization": "Bearer first"},
-        {"Authorization": "Token first-key"},
+        {"Authorization": f"Token {KEYS[0]}"},
     ],
 )
 def test_our_api_says_403_for_a_wrong_key(keyed_server: LiveServer, headers: dict[str, str]) -> None:
-    response = remove(keyed_server, headers)
+    with from_new_client() as client:
+        response = remove(keyed_server, headers, client=client)
     expected = (
         401 if headers.get("Authorization", "").startswith("Token") else 403
     )  # an unknown scheme is no key at all
@@ -90,7 +107,8 @@ def test_our_api_says_403_for_a_wrong_key(keyed_server: LiveServer, headers: dic
 
 
 def test_a_wrong_password_from_a_browser_is_challenged_again(keyed_server: LiveServer) -> None:
-    response = remove(keyed_server, {"Authorization": basic("me", "wrong")})
+    with from_new_client() as client:
+        response = remove(keyed_server, {"Authorization": basic("me", "wrong")}, client=client)
     assert response.status_code == 401 and "www-authenticate" in response.headers
 
 
@@ -100,7 +118,10 @@ def test_a_wrong_password_from_a_browser_is_challenged_again(keyed_server: LiveS
 def test_remove_bg_api_says_403_auth_failed_as_remove_bg_does(
     keyed_server: LiveServer, headers: dict[str, str]
 ) -> None:
-    for response in (removebg(keyed_server, headers), httpx.get(keyed_server.url + "/v1.0/account", headers=headers)):
+    with from_new_client() as client:
+        account = client.get(keyed_server.url + "/v1.0/account", headers=headers)
+        responses = (removebg(keyed_server, headers, client=client), account)
+    for response in responses:
         assert response.status_code == 403
         (error,) = response.json()["errors"]
         assert error["code"] == "auth_failed" and error["title"]
@@ -111,9 +132,19 @@ def test_the_key_is_checked_before_the_upload_is_read(keyed_server: LiveServer) 
     assert response.status_code == 401  # not 413: nothing was read
 
 
-def test_probes_the_page_and_the_docs_stay_open(keyed_server: LiveServer) -> None:
-    for path in ("/healthz", "/metrics", "/", "/docs", "/openapi.json"):
+def test_probes_the_page_and_the_schema_stay_open(keyed_server: LiveServer) -> None:
+    for path in ("/healthz", "/metrics", "/", "/openapi.json"):
         assert httpx.get(keyed_server.url + path).status_code == 200, path
+
+
+def test_with_keys_no_page_on_the_origin_loads_a_third_party_script(keyed_server: LiveServer, server: LiveServer) -> None:
+    """The browser holds the Basic key for this origin: Swagger UI and ReDoc come from a CDN, so they are off."""
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        response = httpx.get(keyed_server.url + path)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found", path
+    page = httpx.get(keyed_server.url + "/").text
+    assert re.findall(r"<script[^>]*\bsrc=", page) == [] and "cdn" not in page.lower()
+    assert "cdn.jsdelivr.net" in httpx.get(server.url + "/docs").text, "without keys the docs stay, as they were"
 
 
 def test_with_keys_the_open_probe_shows_no_file_system_path(keyed_server: LiveServer, server: LiveServer) -> None:
@@ -124,7 +155,7 @@ def test_with_keys_the_open_probe_shows_no_file_system_path(keyed_server: LiveSe
 
 
 def test_the_rate_limit_spends_one_token_an_image_and_says_so(limited_server: LiveServer) -> None:
-    key = {"X-Api-Key": "first-key"}
+    key = {"X-Api-Key": KEYS[0]}
     first = remove(limited_server, key)
     assert first.status_code == 200
     assert (first.headers["x-ratelimit-limit"], first.headers["x-ratelimit-remaining"]) == ("2", "1")
@@ -140,7 +171,7 @@ def test_the_rate_limit_spends_one_token_an_image_and_says_so(limited_server: Li
     assert theirs.status_code == 429 and theirs.json()["errors"][0]["code"] == "rate_limit_exceeded"
     assert int(theirs.headers["retry-after"]) >= 1 and theirs.headers["x-ratelimit-limit"] == "2"
 
-    other_key = removebg(limited_server, {"X-Api-Key": "second-key"})  # every key has its own bucket
+    other_key = removebg(limited_server, {"X-Api-Key": KEYS[1]})  # every key has its own bucket
     assert other_key.status_code == 200 and other_key.headers["x-ratelimit-remaining"] == "1"
     account = httpx.get(limited_server.url + "/v1.0/account", headers=key)  # costs no image
     assert account.status_code == 200
@@ -180,7 +211,7 @@ def test_the_web_page_asks_the_browser_for_the_key_and_works(keyed_server: LiveS
     source: Path = dev_images()[0]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(http_credentials={"username": "me", "password": "second-key"})
+        context = browser.new_context(http_credentials={"username": "me", "password": KEYS[1]})
         page = context.new_page()
         page.goto(keyed_server.url + "/")
         page.set_input_files("#file", str(source))
