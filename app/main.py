@@ -73,6 +73,9 @@ def create_app(settings: Settings | None = None, models: ModelSet | SaliencyMode
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their script from a CDN: not on the origin whose Basic key the browser holds.
+        docs_url=None if settings.api_keys else "/docs",
+        redoc_url=None if settings.api_keys else "/redoc",
     )
     app.state.metrics = observed
     app.state.guard = Guard.from_settings(settings)
