@@ -64,39 +64,66 @@ class Tally:
 # ---- planning: arguments -> jobs ----------------------------------------------------------------
 
 
-def collect_sources(inputs: Sequence[str]) -> list[tuple[Path, Path]]:
+def collect_sources(inputs: Sequence[str], output_folder: Path | None = None) -> list[tuple[Path, Path]]:
     """(file, its path relative to the output folder) for every input, in a stable order.
 
     A folder contributes its image files, recursively, keeping its sub-folders;
     a file is taken whatever its suffix (the format is sniffed from its bytes);
     anything else is expanded as a glob, so quoted patterns work on every shell.
+    Folders and globs never reach into ``output_folder``: a cut-out there would be
+    cut out again on the next run. Only a file named on its own is taken from it.
     """
+    outside = _outside(output_folder)
     found: list[tuple[Path, Path]] = []
     for argument in inputs:
         path = Path(argument)
         if path.is_dir():
-            images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            found.extend((image, image.relative_to(path)) for image in images)
+            if output_folder is not None and not outside(path):
+                raise UsageError(
+                    f"the input folder {shown(argument)} is the output folder or inside it: its cut-outs would be read "
+                    "as photos on the next run; name another -o"
+                )
+            found.extend((image, image.relative_to(path)) for image in _images_in(path, outside))
         elif path.is_file():
             found.append((path, Path(path.name)))
         else:
             matches = sorted(Path(match) for match in glob.glob(argument, recursive=True) if Path(match).is_file())
             if not matches:
-                raise UsageError(f"no such file, folder or match: {argument}")
-            found.extend((match, Path(match.name)) for match in matches)
+                raise UsageError(f"no such file, folder or match: {shown(argument)}")
+            found.extend((match, Path(match.name)) for match in matches if outside(match))
     unique: dict[Path, Path] = {}
     for source, relative in found:
         unique.setdefault(source.resolve(), relative)
     return [(source, relative) for source, relative in unique.items()]
 
 
+def _outside(folder: Path | None) -> Callable[[Path], bool]:
+    """Whether a path lies outside ``folder`` (every path does when there is none)."""
+    if folder is None:
+        return lambda path: True
+    resolved = folder.resolve()
+    return lambda path: not path.resolve().is_relative_to(resolved)
+
+
+def _images_in(folder: Path, outside: Callable[[Path], bool]) -> list[Path]:
+    """The image files under ``folder``, sorted, never walking into a sub-folder that fails ``outside``."""
+    images: list[Path] = []
+    for parent, folders, names in os.walk(folder):
+        here = Path(parent)
+        folders[:] = [name for name in folders if outside(here / name)]
+        images.extend(here / name for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(image for image in images if image.is_file())
+
+
 def plan_jobs(inputs: Sequence[str], output: Path, output_format: OutputFormat, into_file: bool) -> list[Job]:
     """Map each source to its output; two sources that would share a name keep their suffixes apart."""
-    sources = collect_sources(inputs)
+    sources = collect_sources(inputs, None if into_file else output)
     if into_file:
         if len(sources) != 1:
-            raise UsageError(f"-o {output} names one file, but {len(sources)} inputs were given; name a folder instead")
-        return [Job(sources[0][0], output)]
+            raise UsageError(
+                f"-o {shown(output)} names one file, but {len(sources)} inputs were given; name a folder instead"
+            )
+        return [_checked(Job(sources[0][0], output))]
     suffix = FORMAT_SUFFIXES[output_format]
     jobs: list[Job] = []
     taken: set[Path] = set()
@@ -105,8 +132,14 @@ def plan_jobs(inputs: Sequence[str], output: Path, output_format: OutputFormat, 
         if target in taken:  # photo.jpg and photo.png in one folder
             target = output / relative.with_name(relative.name + suffix)
         taken.add(target)
-        jobs.append(Job(source, target))
+        jobs.append(_checked(Job(source, target)))
     return jobs
+
+
+def _checked(job: Job) -> Job:
+    if job.target.resolve() == job.source.resolve():
+        raise UsageError(f"the output for {shown(job.source)} would overwrite it; name another -o")
+    return job
 
 
 # ---- the two ways of doing the work ---------------------------------------------------------------
@@ -172,16 +205,42 @@ def _server_message(error: urllib.error.HTTPError) -> str:
         return f"HTTP {error.code} {error.reason}"
 
 
-def process(job: Job, cut: Cutter) -> None:
+class InputError(Exception):
+    """The input file could not be taken; the message says why (its path is on the failure line)."""
+
+
+class OutputError(Exception):
+    """The cut-out could not be written; the message names the output path."""
+
+
+def process(job: Job, cut: Cutter, max_bytes: int) -> None:
     """Read, cut out, and write the result whole (a stopped run never leaves half a file)."""
-    result = cut(job.source.read_bytes())
-    job.target.parent.mkdir(parents=True, exist_ok=True)
-    partial = job.target.with_name(f".{job.target.name}.partial")
-    partial.write_bytes(result)
-    os.replace(partial, job.target)
+    result = cut(read_input(job.source, max_bytes))
+    try:
+        job.target.parent.mkdir(parents=True, exist_ok=True)
+        partial = job.target.with_name(f".{job.target.name}.partial")
+        partial.write_bytes(result)
+        os.replace(partial, job.target)
+    except OSError as exc:
+        raise OutputError(f"cannot write {shown(job.target)}: {exc.strerror or exc}") from None
 
 
-def run_jobs(jobs: Sequence[Job], cut: Cutter, workers: int, progress: Progress) -> Tally:
+def read_input(source: Path, max_bytes: int) -> bytes:
+    """The file's bytes, its size checked before any is read (MAX_UPLOAD_BYTES, as the service does)."""
+    try:
+        with source.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > max_bytes:
+                raise InputError(f"it is {size:,} bytes, larger than MAX_UPLOAD_BYTES ({max_bytes:,})")
+            data = file.read(max_bytes + 1)  # a file that grew since the check is still cut short
+    except OSError as exc:
+        raise InputError(f"cannot read it: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise InputError(f"it grew past MAX_UPLOAD_BYTES ({max_bytes:,}) while being read")
+    return data
+
+
+def run_jobs(jobs: Sequence[Job], cut: Cutter, workers: int, progress: Progress, max_bytes: int) -> Tally:
     """At most ``workers`` images in flight (and in memory) at once, whatever the number of jobs."""
     tally = Tally()
     pending: dict[Future[None], Job] = {}
@@ -189,7 +248,7 @@ def run_jobs(jobs: Sequence[Job], cut: Cutter, workers: int, progress: Progress)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bgremove") as pool:
         try:
             for job in _take(queue, workers):
-                pending[pool.submit(process, job, cut)] = job
+                pending[pool.submit(process, job, cut, max_bytes)] = job
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -201,7 +260,7 @@ def run_jobs(jobs: Sequence[Job], cut: Cutter, workers: int, progress: Progress)
                         tally.failures.append((job.source, _describe(error)))
                     progress.advance(failed=error is not None)
                     for following in _take(queue, 1):
-                        pending[pool.submit(process, following, cut)] = following
+                        pending[pool.submit(process, following, cut, max_bytes)] = following
         except KeyboardInterrupt:
             for future in pending:
                 future.cancel()
@@ -220,10 +279,16 @@ def _take(jobs: Iterable[Job], count: int) -> list[Job]:
 
 def _describe(error: BaseException) -> str:
     if isinstance(error, ApiError):
-        return error.message
+        return shown(error.message)
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
-    return str(error) or type(error).__name__
+    return shown(str(error) or type(error).__name__)
+
+
+def shown(text: object) -> str:
+    """``text`` safe for a terminal: control characters (a newline, an escape sequence) and
+    undecodable bytes in a file name are printed as Python escapes, not sent raw."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
 
 
 # ---- progress -------------------------------------------------------------------------------------
@@ -297,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 def output_format(args: argparse.Namespace, into_file: bool) -> OutputFormat:
     implied = SUFFIX_FORMATS.get(args.output.suffix.lower()) if into_file else None
     if args.format and implied and args.format != implied:
-        raise UsageError(f"--format {args.format} contradicts the output file's suffix {args.output.suffix}")
+        raise UsageError(f"--format {args.format} contradicts the output file's suffix {shown(args.output.suffix)}")
     return args.format or implied or "png"
 
 
@@ -321,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, SettingsError) as exc:
         parser.error(str(exc))
     except ApiError as exc:  # a bad --bg
-        parser.error(f"--bg: {exc.message}")
+        parser.error(f"--bg: {shown(exc.message)}")
 
     skipped = [job for job in jobs if args.skip_existing and job.target.exists()]
     todo = [job for job in jobs if job not in skipped]
@@ -337,11 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 threads = max(settings.intra_op_threads, available_cpus() // workers)
                 cut = local_cutter(options, replace(settings, intra_op_threads=threads), args.model)
         except Exception as exc:  # noqa: BLE001 - a model that cannot load ends the run with its reason
-            print(f"bgremove: error: {exc}", file=sys.stderr)
+            print(f"bgremove: error: {shown(exc)}", file=sys.stderr)
             return 2
         progress = Progress(len(todo), sys.stderr, enabled=not args.quiet)
         try:
-            ran = run_jobs(todo, cut, workers, progress)
+            ran = run_jobs(todo, cut, workers, progress, settings.max_upload_bytes)
         except KeyboardInterrupt:
             progress.close()
             print("bgremove: interrupted", file=sys.stderr)
@@ -358,7 +423,7 @@ def print_summary(tally: Tally, elapsed_s: float, stream: TextIO) -> None:
         parts.append(f"{tally.skipped} skipped (output exists)")
     print(f"bgremove: {', '.join(parts)} in {_duration(elapsed_s)}", file=stream)
     for source, reason in tally.failures:
-        print(f"  failed: {source}: {reason}", file=stream)
+        print(f"  failed: {shown(source)}: {reason}", file=stream)
 
 
 if __name__ == "__main__":

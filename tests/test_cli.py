@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -19,8 +21,18 @@ from tests.images import dev_images, dev_mask, heif_bytes, photo
 BGREMOVE = Path(sys.executable).parent / "bgremove"
 
 
-def bgremove(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BGREMOVE), *map(str, args)], capture_output=True, text=True, timeout=240, cwd=cwd)
+def bgremove(
+    *args: object, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BGREMOVE), *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture
@@ -170,3 +182,87 @@ def test_progress_line_shows_count_rate_eta_and_failures() -> None:
 
     line = progress.line(progress.started + 2.0)
     assert line.startswith("[############............] 2/4  50%  1.0 img/s  ETA 2s  1 failed")
+
+
+FAST = ("--model", "u2netp", "--quality", "fast", "--no-refine", "-q")
+
+
+def test_an_output_folder_inside_the_input_folder_is_never_read_back(tmp_path: Path) -> None:
+    shoot = tmp_path / "shoot"
+    (shoot / "day2").mkdir(parents=True)
+    shutil.copy(dev_images()[0], shoot / "cat.jpg")
+    shutil.copy(dev_images()[1], shoot / "day2" / "dog.jpg")
+    out = shoot / "cutouts"
+
+    for _ in range(2):
+        run = bgremove(shoot, "-o", out, *FAST)
+        assert run.returncode == 0, run.stderr
+        assert "2 done, 0 failed" in run.stderr  # not 4 (its own cut-outs) on the second run
+    written = sorted(path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file())
+    assert written == ["cat.png", "day2/dog.png"]  # no cutouts/cutouts/...
+
+    globbed = bgremove(f"{shoot}/**/*", "-o", out, *FAST)  # a glob does not reach into it either
+    assert globbed.returncode == 0 and "2 done, 0 failed" in globbed.stderr, globbed.stderr
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["same", "inside"])
+def test_an_input_folder_in_its_own_output_folder_is_a_usage_error(tmp_path: Path, inside: bool) -> None:
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    shutil.copy(dev_images()[0], photos / "sub" / "cat.png")
+
+    run = bgremove(photos / "sub" if inside else photos, "-o", photos, *FAST)
+
+    assert run.returncode == 2
+    assert "is the output folder or inside it" in run.stderr, run.stderr
+    assert (photos / "sub" / "cat.png").read_bytes() == dev_images()[0].read_bytes()
+
+
+def test_an_output_that_would_overwrite_its_input_is_a_usage_error(tmp_path: Path) -> None:
+    shutil.copy(dev_images()[0], tmp_path / "cat.png")
+    run = bgremove(tmp_path / "cat.png", "-o", tmp_path, *FAST)
+    assert run.returncode == 2 and "would overwrite it" in run.stderr, run.stderr
+    assert (tmp_path / "cat.png").read_bytes() == dev_images()[0].read_bytes()
+
+
+def test_an_input_over_max_upload_bytes_fails_alone_before_it_is_read(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(dev_images()[0], folder / "small.jpg")
+    huge = folder / "huge.jpg"
+    with huge.open("wb") as file:
+        file.write(b"\xff\xd8\xff")
+        file.truncate(8 * 1024**3)  # 8 GiB, sparse: no disk used, and far more than the memory a read may take
+    limit = dev_images()[0].stat().st_size + 1
+
+    run = bgremove(folder, "-o", tmp_path / "out", *FAST, env={"MAX_UPLOAD_BYTES": str(limit)})
+
+    assert run.returncode == 1, run.stderr
+    assert "1 done, 1 failed" in run.stderr
+    assert f"huge.jpg: it is 8,589,934,592 bytes, larger than MAX_UPLOAD_BYTES ({limit:,})" in run.stderr
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
+    assert peak_kib < 4 * 1024**2, "the 8 GiB file was read"
+    assert (tmp_path / "out" / "small.png").exists()
+
+
+def test_file_names_are_printed_with_their_control_characters_escaped(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "evil\n  failed: forged\x1b[31m.jpg").write_bytes(b"not an image")
+
+    run = bgremove(folder, "-o", tmp_path / "out", *FAST)
+
+    assert run.returncode == 1
+    assert "\x1b" not in run.stderr
+    (line,) = [line for line in run.stderr.splitlines() if "failed:" in line]  # one line, no forged second
+    assert line.startswith("  failed: ") and "evil\\n  failed: forged\\x1b[31m.jpg: The bytes are not" in line
+
+
+def test_a_failed_write_names_the_output_path(tmp_path: Path) -> None:
+    shutil.copy(dev_images()[0], tmp_path / "cat.jpg")
+    (tmp_path / "blocker").write_text("a file where the output folder should go")
+
+    run = bgremove(tmp_path / "cat.jpg", "-o", tmp_path / "blocker" / "out", *FAST)
+
+    assert run.returncode == 1
+    assert f"cat.jpg: cannot write {tmp_path / 'blocker' / 'out' / 'cat.png'}: Not a directory" in run.stderr
