@@ -87,3 +87,34 @@ def too_many_failed_keys(retry_after_s: int) -> ApiError:
         "Too many wrong API keys from this address; retry after the number of seconds in Retry-After.",
         headers={"Retry-After": str(retry_after_s)},
     )
+
+
+QUOTED_PREFIX = 40  # characters of a client's bad value that an error message repeats
+
+
+def quoted(text: str) -> str:
+    """``text`` as repr() writes it, cut to its first few characters: an error never echoes a whole value back."""
+    return repr(text) if len(text) <= QUOTED_PREFIX else repr(text[:QUOTED_PREFIX]) + "..."
+
+
+def field_too_large(name: str, limit: int) -> ApiError:
+    """A form field past its length, refused before it is parsed: a parameter needs a few dozen bytes."""
+    return ApiError(413, "field_too_large", f"The field '{name}' is longer than its limit of {limit:,} bytes.")
+
+
+def too_many_fields(limit: int) -> ApiError:
+    return ApiError(413, "too_many_fields", f"The form has more than {limit} fields (or, as JSON, more values).")
+
+
+def part_headers_too_large(max_headers: int, max_bytes: int) -> ApiError:
+    return ApiError(
+        413,
+        "part_headers_too_large",
+        f"A multipart part has more than {max_headers} headers, or a header line over {max_bytes:,} bytes.",
+    )
+
+
+def multipart_boundary_too_long(length: int, limit: int) -> ApiError:
+    return ApiError(
+        400, "bad_multipart_boundary", f"The multipart boundary is {length:,} bytes long; the limit is {limit}."
+    )
