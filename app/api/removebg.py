@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -27,9 +27,9 @@ from python_multipart.multipart import parse_options_header
 from app import errors
 from app.api.auth import KeyHolder, MeteredCaller, rate_limit_headers
 from app.api.deps import State
-from app.api.upload import read_body, read_multipart_fields
+from app.api.upload import MAX_FORM_FIELDS, FieldLimits, read_body, read_multipart_fields
 from app.compat.removebg import RemoveBgResult, remove_background_as_removebg
-from app.compat.removebg_options import RemoveBgOptions, parse_options
+from app.compat.removebg_options import MAX_PARAMETER_BYTES, RemoveBgOptions, parse_options
 from app.imaging.encode import EncoderSettings
 from app.pipeline import Limits
 from app.runner import QueueFull
@@ -55,6 +55,12 @@ PARAMETERS = frozenset(
     }
 )
 FIELDS = FILE_FIELDS | PARAMETERS | {"image_file_b64", "image_url", "bg_color", "bg_image_url"}
+MAX_URL_BYTES = 8 * 1024  # image_url, bg_image_url: far past any real address, far short of a body
+_SMALL_FIELDS_BYTES = 64 * 1024  # boundaries, part headers and the small fields around the images
+_MAX_RAW_NAME_BYTES = 256  # a urlencoded name longer than this, escaped, is none of ours: skipped unread
+_MAX_JSON_PUNCTUATION = 64 * 1024  # commas and brackets in a JSON body: bounds the values json.loads makes
+_B64_PIECE = 4 * 1024 * 1024  # base64 decoded this many characters (a multiple of 4) at a time
+_UNESCAPE_PIECE = 64 * 1024  # urlencoded values unescaped this many bytes at a time
 UNMETERED_CREDITS = 1_000_000  # what /v1.0/account reports: nothing is charged here, so the balance never moves
 
 # Our statuses and codes as remove.bg's clients expect them: it answers 400 for every bad
@@ -300,38 +306,54 @@ def _b64_limit(max_bytes: int) -> int:
     return encoded + encoded // 38 + 1024
 
 
+def _field_limits(max_bytes: int) -> FieldLimits:
+    """Each field's longest value: an image file ``max_bytes``, its base64 text ``_b64_limit``, a URL 8 KiB,
+    and every other parameter ``MAX_PARAMETER_BYTES``: a form field is refused past these before it is parsed."""
+    texts = {name: MAX_PARAMETER_BYTES for name in PARAMETERS | {"bg_color"}}
+    texts |= {name: MAX_URL_BYTES for name in ("image_url", "bg_image_url")}
+    images = {name: max_bytes for name in FILE_FIELDS} | {"image_file_b64": _b64_limit(max_bytes)}
+    return FieldLimits(images=images, texts=texts, max_upload_bytes=max_bytes)
+
+
+def multipart_body_limit(max_bytes: int) -> int:
+    """A multipart body carries at most a photo and a background photo, each within ``max_bytes``, and small fields."""
+    return 2 * max_bytes + _SMALL_FIELDS_BYTES
+
+
+def text_body_limit(max_bytes: int) -> int:
+    """A urlencoded or JSON body carries at most one image, as base64 (4/3 of ``max_bytes``); the 3/2 leaves room
+    for its line breaks and escapes (``%2B``, ``\\/``) on top, and small fields."""
+    return 3 * max_bytes // 2 + _SMALL_FIELDS_BYTES
+
+
 async def _read_form(request: Request, max_bytes: int) -> RemoveBgForm:
-    """The fields of a multipart, urlencoded or JSON body, all in memory, within the size limits."""
+    """The fields of a multipart, urlencoded or JSON body, all in memory, within the size limits.
+
+    Each field is length-capped before its value is parsed, and whatever can be large (text decoding,
+    unescaping, JSON) is parsed in a thread, off the event loop.
+    """
     mime, _ = parse_options_header(request.headers.get("content-type"))
     mime = mime.lower()
-    part_limit = _b64_limit(max_bytes)
-    total_limit = 2 * part_limit + 64 * 1024  # a photo and a background photo, and the small fields
+    limits = _field_limits(max_bytes)
     form = RemoveBgForm()
     if mime == b"multipart/form-data":
-        for name, value in (await read_multipart_fields(request, FIELDS, part_limit, total_limit)).items():
-            if name in FILE_FIELDS:
-                form.files[name] = value
-            else:
-                form.fields[name] = _text(name, value)
+        parts = await read_multipart_fields(request, limits, multipart_body_limit(max_bytes))
+        form.files = {name: value for name, value in parts.items() if name in FILE_FIELDS}
+        texts = {name: value for name, value in parts.items() if name not in FILE_FIELDS}
+        form.fields = await asyncio.to_thread(_texts, texts)
         return form
     if mime == b"application/x-www-form-urlencoded":
-        body = _text("body", await read_body(request, total_limit))
-        pairs = parse_qsl(body, keep_blank_values=True)
+        body = await read_body(request, text_body_limit(max_bytes))
+        form.fields = await asyncio.to_thread(_urlencoded_fields, body, limits)
     elif mime == b"application/json":
-        pairs = _json_pairs(await read_body(request, total_limit))
+        body = await read_body(request, text_body_limit(max_bytes))
+        form.fields = await asyncio.to_thread(_json_fields, body, limits)
     else:
         raise errors.ApiError(
             415,
             "unsupported_media_type",
             "Send the parameters as multipart/form-data, application/x-www-form-urlencoded or application/json.",
         )
-    for name, value in pairs:
-        if name in FILE_FIELDS and value:
-            raise errors.invalid_option(
-                f"{name} must be uploaded as multipart/form-data; send {name}_b64 or a URL otherwise."
-            )
-        if name in FIELDS:
-            form.fields.setdefault(name, value)
     return form
 
 
@@ -342,24 +364,103 @@ def _text(name: str, value: bytes) -> str:
         raise errors.invalid_option(f"{name} is not UTF-8 text.") from None
 
 
-def _json_pairs(body: bytes) -> list[tuple[str, str]]:
+def _texts(parts: dict[str, bytes]) -> dict[str, str]:
+    return {name: _text(name, value) for name, value in parts.items()}
+
+
+def _urlencoded_fields(body: bytes, limits: FieldLimits) -> dict[str, str]:
+    """The first value of each field ``limits`` names, as ``parse_qsl`` reads them.
+
+    Each value's length is checked where it lies in the body, before it is copied or unescaped (an escape is
+    three bytes, so the raw value may be up to three times its limit): a huge value costs a search, not a copy.
+    """
+    pairs = body.count(b"&") + 1
+    if pairs > MAX_FORM_FIELDS:
+        raise errors.too_many_fields(MAX_FORM_FIELDS)
+    fields: dict[str, str] = {}
+    start = 0
+    for _ in range(pairs):
+        end = body.find(b"&", start)
+        end = len(body) if end < 0 else end
+        equals = body.find(b"=", start, end)
+        name_end, value_start = (end, end) if equals < 0 else (equals, equals + 1)
+        pair_start, start = start, end + 1
+        if end == pair_start or name_end - pair_start > _MAX_RAW_NAME_BYTES:
+            continue  # empty, or a name longer than any of ours
+        name = _unescape(body[pair_start:name_end]).decode("utf-8", "replace")
+        if name in FILE_FIELDS and end > value_start:
+            raise errors.invalid_option(
+                f"{name} must be uploaded as multipart/form-data; send {name}_b64 or a URL otherwise."
+            )
+        limit = limits.limit(name)
+        if limit is None or name in fields:
+            continue
+        if end - value_start > 3 * limit:
+            raise limits.too_long(name)
+        value = _unescape(body[value_start:end])
+        if len(value) > limit:
+            raise limits.too_long(name)
+        fields[name] = _text(name, value)
+    return fields
+
+
+def _unescape(raw: bytes) -> bytes:
+    """``+`` and ``%XX`` undone, in pieces: ``unquote_to_bytes`` splits at every ``%``, so a value of nothing but
+    escapes would otherwise become one list of millions of small objects, built in one call that holds the GIL."""
+    raw = raw.replace(b"+", b" ")
+    if b"%" not in raw:
+        return raw
+    pieces: list[bytes] = []
+    start = 0
+    while start < len(raw):
+        end = min(start + _UNESCAPE_PIECE, len(raw))
+        straddling = raw.rfind(b"%", end - 2, end) if end < len(raw) else -1
+        end = straddling if straddling > start else end  # an escape cut in two: end the piece before it
+        pieces.append(unquote_to_bytes(raw[start:end]))
+        start = end
+    return b"".join(pieces)
+
+
+def _json_fields(body: bytes, limits: FieldLimits) -> dict[str, str]:
+    """The fields ``limits`` names of a JSON object, each within its length.
+
+    Before parsing, the punctuation is counted: every JSON value past the first in an array or object needs a
+    comma, every array or object a bracket, so this bounds how many Python objects ``json.loads`` can make from
+    one body, whatever its size (a form of small fields needs a few dozen).
+    """
+    if body.count(b",") + body.count(b"[") + body.count(b"{") > _MAX_JSON_PUNCTUATION:
+        raise errors.too_many_fields(MAX_FORM_FIELDS)
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
         raise errors.bad_request("The body is not valid JSON.") from None
     if not isinstance(document, dict):
         raise errors.bad_request("The JSON body must be an object of parameters.")
-    pairs: list[tuple[str, str]] = []
+    if len(document) > MAX_FORM_FIELDS:
+        raise errors.too_many_fields(MAX_FORM_FIELDS)
+    fields: dict[str, str] = {}
     for name, value in document.items():
         if value is None:
             continue
         if isinstance(value, bool):
-            pairs.append((name, "true" if value else "false"))
+            text = "true" if value else "false"
         elif isinstance(value, (str, int, float)):
-            pairs.append((name, str(value)))
+            text = str(value)
         elif name in FIELDS:
             raise errors.invalid_option(f"{name} must be a string, number or boolean.")
-    return pairs
+        else:
+            continue
+        if name in FILE_FIELDS and text:
+            raise errors.invalid_option(
+                f"{name} must be uploaded as multipart/form-data; send {name}_b64 or a URL otherwise."
+            )
+        limit = limits.limit(name)
+        if limit is None:
+            continue
+        if len(text) > limit or len(text.encode("utf-8")) > limit:
+            raise limits.too_long(name)
+        fields[name] = text
+    return fields
 
 
 async def _image(
@@ -381,7 +482,7 @@ async def _image(
     if name in FILE_FIELDS:
         data = form.files[name]
     elif name.endswith("_b64"):
-        data = _from_base64(name, form.fields[name])
+        data = await asyncio.to_thread(_from_base64, name, form.fields[name])
     else:
         data = await asyncio.to_thread(fetch_image, form.fields[name], policy, name)
     if len(data) > max_bytes:
@@ -390,14 +491,20 @@ async def _image(
 
 
 def _from_base64(name: str, text: str) -> bytes:
-    """Standard or URL-safe base64, wrapped or not, padded or not, with or without a ``data:`` prefix."""
+    """Standard or URL-safe base64, wrapped or not, padded or not, with or without a ``data:`` prefix.
+
+    Run in a thread: a photo's base64 is tens of megabytes.
+    """
     payload = text.strip()
     if payload.startswith("data:") and "," in payload:
         payload = payload.split(",", 1)[1]
     payload = "".join(payload.split()).replace("-", "+").replace("_", "/")
     payload += "=" * (-len(payload) % 4)
-    try:
-        data = base64.b64decode(payload, validate=True)
+    try:  # in pieces, so that no one call holds the GIL (and the event loop) for long
+        data = b"".join(
+            base64.b64decode(payload[start : start + _B64_PIECE], validate=True)
+            for start in range(0, len(payload), _B64_PIECE)
+        )
     except (binascii.Error, ValueError):
         raise errors.invalid_option(f"{name} is not valid base64.") from None
     if not data:

@@ -3,20 +3,50 @@
 Starlette's form parser spools uploads over 1 MB to temporary files; we
 stream the multipart body through python-multipart ourselves and keep only
 the parts we asked for (``file`` for ``/remove``), in memory, stopping as soon
-as a limit is passed.
+as a limit is passed: each kept field has its own length, checked as its bytes
+arrive, and the number of parts and the size of their headers are capped, so
+no body costs more than its declared limits however it is cut up.
 """
 
 from __future__ import annotations
 
-from python_multipart.exceptions import ParseError
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from app import errors
 
 FILE_FIELD = "file"
+MAX_FORM_FIELDS = 64  # parts of a multipart body (or pairs, members of the other forms): a form needs a dozen
+MAX_BOUNDARY_BYTES = 256  # python-multipart's own limit; RFC 2046 allows 70, a few clients send more
+MAX_PART_HEADERS = 8  # a part needs two, Content-Disposition and Content-Type (python-multipart's default)
+MAX_PART_HEADER_BYTES = 4 * 1024  # one header line of a part; a long file name fits
 _MULTIPART_OVERHEAD = 64 * 1024  # headers, boundaries and small fields around the file
 _RAW_TYPES = (b"", b"application/octet-stream")
+
+
+@dataclass(frozen=True)
+class FieldLimits:
+    """The longest value of each field a form may keep, in bytes; fields not named are skipped, but counted.
+
+    Past its length an image field is refused as the upload too large that clients know; any other field
+    as ``field_too_large``, naming it.
+    """
+
+    images: Mapping[str, int]
+    texts: Mapping[str, int]
+    max_upload_bytes: int
+
+    def limit(self, name: str) -> int | None:
+        return self.images.get(name, self.texts.get(name))
+
+    def too_long(self, name: str) -> errors.ApiError:
+        if name in self.images:
+            return errors.upload_too_large(self.max_upload_bytes)
+        return errors.field_too_large(name, self.texts[name])
 
 
 async def read_upload(request: Request, max_bytes: int) -> bytes:
@@ -35,8 +65,8 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
         raise errors.ApiError(
             415,
             "unsupported_media_type",
-            f"Content-Type {mime.decode('latin-1')!r} is not accepted: send multipart/form-data with the image "
-            "in field 'file', or the raw image bytes as image/* or application/octet-stream.",
+            f"Content-Type {errors.quoted(mime.decode('latin-1'))} is not accepted: send multipart/form-data with "
+            "the image in field 'file', or the raw image bytes as image/* or application/octet-stream.",
         )
     if not data:
         raise errors.empty_input()
@@ -58,7 +88,7 @@ async def _read_raw(request: Request, max_bytes: int) -> bytes:
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refused with 413 as soon as it passes ``max_bytes``."""
+    """The whole body, refused with 413 as soon as it passes ``max_bytes``, declared or counted."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise errors.upload_too_large(max_bytes)
@@ -66,21 +96,30 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 
 class _Parts:
-    """python-multipart callbacks that keep the bytes of the named fields only (the first of each name)."""
+    """python-multipart callbacks that keep the bytes of the named fields only (the first of each name).
 
-    def __init__(self, names: frozenset[str], max_bytes: int) -> None:
-        self.names = names
-        self.max_bytes = max_bytes
+    Every limit is checked in the callback that sees the bytes, so a refusal comes before the rest is parsed;
+    the parser itself caps each part's headers.
+    """
+
+    def __init__(self, limits: FieldLimits) -> None:
+        self.limits = limits
         self.fields: dict[str, bytearray] = {}
+        self._parts = 0
         self._header_name = b""
         self._header_value = b""
+        self._name = ""
+        self._limit = 0
         self._current: bytearray | None = None
 
     def on_part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > MAX_FORM_FIELDS:
+            raise errors.too_many_fields(MAX_FORM_FIELDS)
         self._current = None
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_name += data[start:end]
+        self._header_name += data[start:end]  # python-multipart caps a header line: no quadratic growth
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self._header_value += data[start:end]
@@ -89,15 +128,17 @@ class _Parts:
         if self._header_name.lower() == b"content-disposition":
             _, params = parse_options_header(self._header_value)
             name = params.get(b"name", b"").decode("utf-8", "replace")
-            if name in self.names and name not in self.fields:
+            limit = self.limits.limit(name)
+            if limit is not None and name not in self.fields:
+                self._name, self._limit = name, limit
                 self._current = self.fields[name] = bytearray()
         self._header_name = self._header_value = b""
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current is None:
             return
-        if len(self._current) + (end - start) > self.max_bytes:
-            raise errors.upload_too_large(self.max_bytes)
+        if len(self._current) + (end - start) > self._limit:
+            raise self.limits.too_long(self._name)
         self._current += data[start:end]
 
     def callbacks(self) -> dict[str, object]:
@@ -111,7 +152,8 @@ class _Parts:
 
 
 async def _read_multipart(request: Request, max_bytes: int) -> bytes:
-    fields = await read_multipart_fields(request, frozenset({FILE_FIELD}), max_bytes, max_bytes + _MULTIPART_OVERHEAD)
+    limits = FieldLimits(images={FILE_FIELD: max_bytes}, texts={}, max_upload_bytes=max_bytes)
+    fields = await read_multipart_fields(request, limits, max_bytes + _MULTIPART_OVERHEAD)
     if FILE_FIELD not in fields:
         raise errors.bad_request(
             f"The multipart body has no field named '{FILE_FIELD}': send the image as -F {FILE_FIELD}=@photo.jpg."
@@ -119,29 +161,40 @@ async def _read_multipart(request: Request, max_bytes: int) -> bytes:
     return fields[FILE_FIELD]
 
 
-async def read_multipart_fields(
-    request: Request, names: frozenset[str], max_part_bytes: int, max_total_bytes: int
-) -> dict[str, bytes]:
-    """The named parts of a multipart body, in memory: each within ``max_part_bytes``, all within ``max_total_bytes``."""
+async def read_multipart_fields(request: Request, limits: FieldLimits, max_total_bytes: int) -> dict[str, bytes]:
+    """The fields of a multipart body that ``limits`` names, in memory, each within its length, all within
+    ``max_total_bytes``.
+
+    Parsed on the event loop as the chunks arrive: python-multipart finds the boundaries with C searches, and
+    the limits on parts and their headers keep the Python work per chunk small.
+    """
     _, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if not boundary:
         raise errors.bad_request("The multipart Content-Type has no boundary.")
+    if len(boundary) > MAX_BOUNDARY_BYTES:
+        raise errors.multipart_boundary_too_long(len(boundary), MAX_BOUNDARY_BYTES)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_total_bytes:
-        raise errors.upload_too_large(max_part_bytes)
-    part = _Parts(names, max_part_bytes)
-    parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
-    total_limit = max_total_bytes
+        raise errors.upload_too_large(limits.max_upload_bytes)
+    part = _Parts(limits)
     total = 0
     try:
+        parser = MultipartParser(
+            boundary,
+            part.callbacks(),  # type: ignore[arg-type]
+            max_header_count=MAX_PART_HEADERS,
+            max_header_size=MAX_PART_HEADER_BYTES,
+        )
         async for chunk in request.stream():
             total += len(chunk)
-            if total > total_limit:
-                raise errors.upload_too_large(max_part_bytes)
+            if total > max_total_bytes:
+                raise errors.upload_too_large(limits.max_upload_bytes)
             parser.write(chunk)
         parser.finalize()
-    except ParseError:
+    except FormParserError as error:
+        if str(error).startswith("Maximum header"):  # python-multipart's caps on a part's headers
+            raise errors.part_headers_too_large(MAX_PART_HEADERS, MAX_PART_HEADER_BYTES) from None
         raise errors.bad_request("The multipart body is malformed.") from None
     except ClientDisconnect:
         raise errors.bad_request("The client disconnected before the upload finished.") from None
