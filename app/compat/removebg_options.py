@@ -3,16 +3,20 @@
 Parameters arrive as form fields or JSON values, so everything here starts as
 text. An empty value counts as absent (some clients send every field); unknown
 fields are ignored, as remove.bg does. A bad value is an ``invalid_option``
-naming the parameter; the router answers it as remove.bg's 400.
+naming the parameter and quoting no more than the start of the value; the
+router answers it as remove.bg's 400. Every number is finite and bounded
+before it is used, so no value, however many digits it has, overflows later.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from app import errors
+from app.errors import quoted
 from app.imaging.color import RGBA, parse_color
 from app.imaging.layout import BoxSpec, Length
 
@@ -45,6 +49,25 @@ CHANNELS = ("rgba", "alpha")
 MAX_MARGIN_PX = 500  # remove.bg's cap on each side of crop_margin ...
 MAX_MARGIN_PERCENT = 50.0  # ... or 50 % of the subject's size
 UNCLASSIFIED_TYPE = "other"  # we do not classify subjects: what type=auto reports
+NAMES = frozenset(
+    {
+        "size",
+        "type",
+        "type_level",
+        "format",
+        "channels",
+        "bg_color",
+        "crop",
+        "crop_margin",
+        "scale",
+        "position",
+        "roi",
+        "semitransparency",
+        "add_shadow",
+    }
+)  # the parameters read here; any other field is someone else's (the image sources) or ignored
+MAX_PARAMETER_BYTES = 256  # longest value of any parameter here; the longest real one, a roi, needs about 40
+MAX_LENGTH_VALUE = 1e9  # a length in px or % beyond any picture's side: larger is a mistake, not a bigger crop
 
 _LENGTH = re.compile(r"(-?\d+(?:\.\d+)?)(px|%)?", re.IGNORECASE)
 _TRUE = ("true", "1", "yes", "on")
@@ -80,6 +103,9 @@ class RemoveBgOptions:
 
 def parse_options(fields: Mapping[str, str]) -> RemoveBgOptions:
     """Typed options from remove.bg's parameters; defaults as remove.bg's."""
+    for name, value in fields.items():
+        if name in NAMES and len(value) > MAX_PARAMETER_BYTES:
+            raise invalid(name, f"{quoted(value)} is longer than {MAX_PARAMETER_BYTES} characters.")
     given = {name: value.strip() for name, value in fields.items() if value.strip()}
     scale = _scale(given["scale"]) if "scale" in given else None
     position = _position(given["position"]) if "position" in given else None
@@ -112,7 +138,7 @@ def _choice(
     value = given.get(name, default).lower()
     value = (aliases or {}).get(value, value)
     if value not in choices:
-        raise invalid(name, f"{given[name]!r} is not one of {', '.join(choices)}.")
+        raise invalid(name, f"{quoted(given[name])} is not one of {', '.join(choices)}.")
     return value
 
 
@@ -124,26 +150,33 @@ def _bool(given: Mapping[str, str], name: str, default: bool) -> bool:
         return True
     if value.lower() in _FALSE:
         return False
-    raise invalid(name, f"{value!r} is not true or false.")
+    raise invalid(name, f"{quoted(value)} is not true or false.")
 
 
 def _colour(text: str) -> RGBA:
     try:
-        return parse_color(text)
+        rgba = parse_color(text)
+        if all(0 <= channel <= 255 for channel in rgba):  # Pillow passes rgb(999,0,0) and hsl(0,1000%,50%) through
+            return rgba
     except errors.ApiError:
-        raise invalid(
-            "bg_color",
-            f"{text!r} is not a colour: use hex like 81d4fa, fff or 81d4fa77 (with or without #), or a name like green.",
-        ) from None
+        pass
+    raise invalid(
+        "bg_color",
+        f"{quoted(text)} is not a colour: use hex like 81d4fa, fff or 81d4fa77 (with or without #), "
+        "or a name like green.",
+    )
 
 
 def _length(name: str, token: str, default_percent: bool = False) -> Length:
     match = _LENGTH.fullmatch(token)
     if match is None:
-        raise invalid(name, f"{token!r} is not a length like 30px or 10%.")
+        raise invalid(name, f"{quoted(token)} is not a length like 30px or 10%.")
+    value = float(match.group(1))
+    if not math.isfinite(value) or abs(value) > MAX_LENGTH_VALUE:
+        raise invalid(name, f"{quoted(token)} is beyond {MAX_LENGTH_VALUE:,.0f}.")
     unit = (match.group(2) or "").lower()
     percent = unit == "%" or (not unit and default_percent)
-    return Length(float(match.group(1)), percent=percent)
+    return Length(value, percent=percent)
 
 
 def _tokens(text: str) -> list[str]:
@@ -171,7 +204,7 @@ def _scale(text: str) -> float | None:
         return None
     length = _length("scale", text, default_percent=True)
     if not length.percent or not 10 <= length.value <= 100:
-        raise invalid("scale", f"{text!r}: use original or a value from 10% to 100%.")
+        raise invalid("scale", f"{quoted(text)}: use original or a value from 10% to 100%.")
     return length.value / 100.0
 
 
@@ -184,7 +217,8 @@ def _position(text: str) -> tuple[float, float] | None:
     lengths = [_length("position", token, default_percent=True) for token in _tokens(text)]
     if len(lengths) not in (1, 2) or any(not length.percent or not 0 <= length.value <= 100 for length in lengths):
         raise invalid(
-            "position", f"{text!r}: use original, center, or one or two values from 0% to 100% (horizontal, vertical)."
+            "position",
+            f"{quoted(text)}: use original, center, or one or two values from 0% to 100% (horizontal, vertical).",
         )
     horizontal = lengths[0].value / 100.0
     vertical = lengths[-1].value / 100.0
@@ -194,5 +228,5 @@ def _position(text: str) -> tuple[float, float] | None:
 def _roi(text: str) -> BoxSpec:
     lengths = [_length("roi", token) for token in _tokens(text)]
     if len(lengths) != 4 or any(length.value < 0 for length in lengths):
-        raise invalid("roi", f"{text!r}: use four non-negative values x1 y1 x2 y2, each in px or %.")
+        raise invalid("roi", f"{quoted(text)}: use four non-negative values x1 y1 x2 y2, each in px or %.")
     return BoxSpec(*lengths)

@@ -177,3 +177,30 @@ def test_an_empty_region_is_refused_when_resolved() -> None:
 
 def test_every_size_has_a_limit_entry() -> None:
     assert set(SIZES) == {"preview", "small", "regular", "medium", "hd", "full", "4k", "auto"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("roi", "0 0 " + "9" * 309 + " 10"),  # float("9" * 309) is inf: once a 500 from round()
+        ("roi", "0 0 " + "9" * 200 + " 10"),  # finite, but beyond any picture
+        ("roi", "0 0 " + "9" * 200 + "% 10"),  # a percent that overflows once multiplied by the width
+        ("crop_margin", "9" * 250),
+        ("position", "9" * 250 + "%"),
+        ("scale", "1e999"),
+        ("scale", "nan"),
+        ("crop_margin", "inf"),
+        ("crop_margin", "1" * 40_000),  # over the length cap: refused unparsed
+        ("bg_color", "rgb(999,0,0)"),  # Pillow passes channels past 255 through
+        ("bg_color", "hsl(0,1000%,50%)"),
+    ],
+)
+def test_huge_or_non_finite_numbers_are_invalid_not_an_overflow(name: str, value: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        parse_options({name: value})
+    assert raised.value.code == "invalid_option" and name in raised.value.message
+    assert len(raised.value.message) < 300, "the message quotes only the start of the value"
+
+
+def test_a_length_up_to_the_bound_is_still_a_length() -> None:
+    assert parse_options({"roi": "0 0 1000000000 10"}).roi.resolve(400, 200) == (0, 0, 400, 10)
