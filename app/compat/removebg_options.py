@@ -155,9 +155,7 @@ def _bool(given: Mapping[str, str], name: str, default: bool) -> bool:
 
 def _colour(text: str) -> RGBA:
     try:
-        rgba = parse_color(text)
-        if all(0 <= channel <= 255 for channel in rgba):  # Pillow passes rgb(999,0,0) and hsl(0,1000%,50%) through
-            return rgba
+        return parse_color(text)
     except errors.ApiError:
         pass
     raise invalid(

@@ -25,7 +25,8 @@ def parse_color(text: str) -> RGBA:
             rgba = ImageColor.getcolor(candidate, "RGBA")
         except ValueError:
             continue
-        return rgba  # type: ignore[return-value]
+        if all(0 <= channel <= 255 for channel in rgba):  # Pillow passes rgb(999,0,0) and hsl(0,1000%,50%) through
+            return rgba  # type: ignore[return-value]
     raise errors.invalid_option(
-        f"bg={text!r} is not a colour: use hex like #ff8800 or #ff880080 (escape # as %23), or a CSS name like 'white'."
+        f"bg={errors.quoted(text)} is not a colour: use hex like #ff8800 or #ff880080 (escape # as %23), or a CSS name like 'white'."
     )
