@@ -11,8 +11,8 @@ operator allowed exactly that. So every hop, redirects included:
   to an address that passed, never to whatever a second lookup would say
   (DNS rebinding); TLS still verifies the certificate against the host name;
 - redirects are followed here, at most ``MAX_REDIRECTS``, each one checked anew.
-The whole fetch has one deadline (resolving aside: connect, TLS, request, status
-line, headers, body, every redirect) kept by a watchdog that cuts the socket,
+The whole fetch has one deadline (resolve, connect, TLS, request, status line,
+headers, body, every redirect) kept by a watchdog that cuts the socket,
 and a byte cap, and its first bytes must be an image we read. Standard library
 only; blocking, so callers run it in a thread.
 """
@@ -25,6 +25,8 @@ import socket
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as LookupTimedOut
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -36,6 +38,10 @@ _SNIFF_BYTES = 64
 _CHUNK = 64 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
 _RECUT_S = 0.05  # past the deadline, the watchdog cuts again this often until the fetch gives up
+
+# getaddrinfo cannot be interrupted: it runs here, and a fetch waits for it only until its deadline.
+# A resolver that never answers holds these few threads, never a request's.
+_LOOKUPS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -97,7 +103,7 @@ def fetch_image(url: str, policy: FetchPolicy, field: str = "image_url") -> byte
     deadline = _Deadline(policy.timeout_s)
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            target = _checked_target(url, policy, field)
+            target = _checked_target(url, policy, field, deadline)
             status, location, body = _get(target, policy, deadline, field)
             if status in _REDIRECTS:
                 if not location:
@@ -185,7 +191,7 @@ class _Target:
     address: str  # the checked address the connection goes to
 
 
-def _checked_target(url: str, policy: FetchPolicy, field: str) -> _Target:
+def _checked_target(url: str, policy: FetchPolicy, field: str, deadline: _Deadline) -> _Target:
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -198,7 +204,7 @@ def _checked_target(url: str, policy: FetchPolicy, field: str) -> _Target:
     host = parts.hostname
     port = port or (443 if parts.scheme == "https" else 80)
     by_name = policy.name_allowed(host)
-    addresses = _resolve(host, port, field)
+    addresses = _resolve(host, port, field, deadline.left())
     allowed = [address for address in addresses if policy.address_allowed(address, by_name)]
     if not allowed:
         raise FetchRefused(
@@ -209,15 +215,19 @@ def _checked_target(url: str, policy: FetchPolicy, field: str) -> _Target:
     return _Target(parts.scheme, host, port, path, str(allowed[0]))
 
 
-def _resolve(host: str, port: int, field: str) -> list[IPAddress]:
+def _resolve(host: str, port: int, field: str, timeout_s: float) -> list[IPAddress]:
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
         literal = None
     if literal is not None:
         return [_unmapped(literal)]
+    lookup = _LOOKUPS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = lookup.result(timeout=max(0.001, timeout_s))
+    except LookupTimedOut:
+        lookup.cancel()
+        raise FetchFailed(f"Failed to download the image from {field}: resolving {host} took too long.") from None
     except (socket.gaierror, UnicodeError):
         raise FetchFailed(f"Failed to download the image from {field}: the host {host} does not resolve.") from None
     addresses: list[IPAddress] = []

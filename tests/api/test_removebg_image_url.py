@@ -324,3 +324,23 @@ def test_a_stalling_image_url_is_a_400_and_frees_its_worker(
         assert not server.thread.is_alive()
     finally:
         server.close()
+
+
+def test_a_resolver_that_never_answers_is_cut_off_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """getaddrinfo cannot be interrupted; the fetch stops waiting for it at the deadline."""
+    released = threading.Event()
+
+    def never_answers(*args: object, **kwargs: object) -> list[object]:
+        released.wait(30)
+        raise socket.gaierror("released")
+
+    monkeypatch.setattr(socket, "getaddrinfo", never_answers)
+    policy = FetchPolicy.from_allow_list(("*",), 1 << 20, 1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ApiError) as caught:
+            fetch_image("http://never-resolves.example/photo.jpg", policy)
+        assert caught.value.code == "image_url_failed" and "took too long" in caught.value.message
+        assert time.monotonic() - started < 15, "the fetch waited for the resolver past its deadline"
+    finally:
+        released.set()
