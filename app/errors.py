@@ -118,3 +118,35 @@ def multipart_boundary_too_long(length: int, limit: int) -> ApiError:
     return ApiError(
         400, "bad_multipart_boundary", f"The multipart boundary is {length:,} bytes long; the limit is {limit}."
     )
+
+
+# Cost bounds of the decoders (app/imaging/bounds.py): each a few bytes on the wire, far past any real file.
+
+
+def too_many_scans(limit: int) -> ApiError:
+    """Every scan of a progressive JPEG is a pass over all its blocks."""
+    return ApiError(422, "too_many_scans", f"The JPEG has more than {limit} scans; real photos have at most about 20.")
+
+
+def too_many_segments(what: str, limit: int) -> ApiError:
+    return ApiError(422, "too_many_segments", f"The image has more than {limit:,} {what}.")
+
+
+def too_much_metadata(limit: int) -> ApiError:
+    return ApiError(413, "too_much_metadata", f"The image carries more than {limit:,} bytes of metadata.")
+
+
+def side_too_long(width: int, height: int, limit: int) -> ApiError:
+    return ApiError(413, "side_too_long", f"The image is {width}x{height}; neither side may exceed {limit:,} pixels.")
+
+
+def implausible_tiff(detail: str) -> ApiError:
+    return ApiError(422, "implausible_tiff", f"The TIFF's layout does not fit its size: {detail}.")
+
+
+def output_too_large_for_format(fmt: str, width: int, height: int, limit: int) -> ApiError:
+    return ApiError(
+        422,
+        "output_too_large_for_format",
+        f"{fmt} holds at most {limit:,} px a side; this output is {width}x{height}. Use format=png.",
+    )

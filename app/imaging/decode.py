@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from types import ModuleType
 
@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from app import errors
+from app.imaging import bounds
 
 # Pillow format names by magic bytes; order matters only for readability.
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -72,7 +73,8 @@ class DecodedImage:
     rgb: np.ndarray  # H x W x 3
     alpha: np.ndarray | None  # H x W, only when the input had real transparency
     source_format: str
-    icc_profile: bytes | None
+    icc_profile: bytes | None  # only one that looks like a profile and is at most bounds.MAX_ICC_BYTES
+    dropped_metadata: tuple[str, ...] = ()  # what the input carried that the output will not: ("icc",)
 
     @property
     def width(self) -> int:
@@ -109,7 +111,19 @@ def sniff_format(data: bytes) -> str:
 
 def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     """Decode, orient and normalise an image; every failure is an ``ApiError``."""
+    image = _decode_pixels(data, max_pixels)
+    icc_profile, dropped = bounds.usable_icc_profile(image.icc_profile)
+    if not dropped:
+        return image
+    return replace(image, icc_profile=icc_profile, dropped_metadata=("icc",))
+
+
+def _decode_pixels(data: bytes, max_pixels: int) -> DecodedImage:
     source_format = sniff_format(data)
+    if source_format == "JPEG":
+        bounds.check_jpeg(data)  # before Pillow, which parses every marker up to the first scan in Python
+    elif source_format == "PNG":
+        bounds.check_png(data)
     try:
         if source_format == "HEIF":
             return _decode_heif(data, max_pixels)
@@ -119,11 +133,14 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             raise errors.too_many_pixels(width, height, max_pixels)
         if width < 1 or height < 1:
             raise errors.unreadable_image("the image has no pixels")
+        bounds.check_sides(width, height)
+        if source_format == "TIFF":
+            bounds.check_tiff(image, len(data))
         if source_format == "JPEG" and image.mode in ("RGB", "L") and _ends_after_last_scan(data):
             rgb = _decode_jpeg(data, _orientation(image))
             if rgb is not None:
                 return DecodedImage(rgb=rgb, alpha=None, source_format=source_format, icc_profile=image.info.get("icc_profile"))
-        image.load()  # animated images stop at the first frame
+        image.load()  # animated images and multi-page TIFFs stop at the first frame
         image = _oriented(image)
         icc_profile = image.info.get("icc_profile") if image.mode != "CMYK" else None
         rgb, alpha = _to_rgb_and_alpha(image)  # some modes (LAB, HSV TIFFs) Pillow cannot convert
@@ -168,6 +185,7 @@ def _decode_heif(data: bytes, max_pixels: int) -> DecodedImage:
             raise errors.too_many_pixels(width, height, max_pixels)
         if width < 1 or height < 1:
             raise errors.unreadable_image("the image has no pixels")
+        bounds.check_sides(width, height)
         icc_profile = image.info.get("icc_profile") or None
         if image.mode in ("RGB", "RGBA"):  # 8-bit, 10 and 12-bit already scaled down by libheif
             pixels = np.asarray(image)  # decodes here, upright, into one read-only bytes object

@@ -28,6 +28,8 @@ CROP_ALPHA_THRESHOLD = 8  # alpha above this counts as subject when cropping (3 
 _BAND_ROWS = 256
 _WEBP_MAX_SIDE = 16383
 _JPEG_MAX_SIDE = 65500
+_JPEG_MAX_ICC_SEGMENTS = 255
+_MAX_SIDES: dict[str, tuple[str, int]] = {"webp": ("WebP", _WEBP_MAX_SIDE), "jpeg": ("JPEG", _JPEG_MAX_SIDE)}
 _VP8X_ICC, _VP8X_ALPHA = 0x20, 0x10
 
 
@@ -145,13 +147,16 @@ def _over_translucent(rgb: np.ndarray, alpha: np.ndarray, background: RGBA) -> n
     return out
 
 
+def check_output_size(fmt: OutputFormat, width: int, height: int) -> None:
+    """Refuse an output its format cannot hold; called before the model too, where the output's size is known."""
+    name, limit = _MAX_SIDES.get(fmt, (fmt, max(width, height)))
+    if max(width, height) > limit:
+        raise errors.output_too_large_for_format(name, width, height, limit)
+
+
 def encode(cutout: Cutout, fmt: OutputFormat, settings: EncoderSettings, icc_profile: bytes | None = None) -> bytes:
     """Encode the cut-out; JPEG gets no alpha, so give it an opaque background first."""
-    width, height = cutout.width, cutout.height
-    if fmt == "webp" and max(width, height) > _WEBP_MAX_SIDE:
-        raise errors.invalid_option(f"WebP holds at most {_WEBP_MAX_SIDE} px a side; this output is {width}x{height}. Use format=png.")
-    if fmt == "jpeg" and max(width, height) > _JPEG_MAX_SIDE:
-        raise errors.invalid_option(f"JPEG holds at most {_JPEG_MAX_SIDE} px a side; this output is {width}x{height}. Use format=png.")
+    check_output_size(fmt, cutout.width, cutout.height)
     colour_profile = icc_profile if cutout.channels > 1 else None
     if fmt == "png":
         return encode_png(cutout, settings.png_compress_level, settings.threads, colour_profile)
@@ -216,9 +221,12 @@ def _webp_with_icc(webp: bytes, profile: bytes, width: int, height: int) -> byte
 
 
 def _icc_segments(profile: bytes) -> list[bytes]:
-    """The ICC profile as APP2 ``ICC_PROFILE`` segments, numbered from 1, as the ICC spec lays them out in JPEG."""
+    """The ICC profile as APP2 ``ICC_PROFILE`` segments, numbered from 1, as the ICC spec lays them out in JPEG;
+    none for a profile beyond the 255 segments a JPEG can number (16.7 MB; decode drops those long before)."""
     size = 65535 - 16  # a segment's length field counts itself (2), the tag (12) and the numbers (2)
     parts = [profile[start : start + size] for start in range(0, len(profile), size)]
+    if len(parts) > _JPEG_MAX_ICC_SEGMENTS:
+        return []
     return [
         b"\xff\xe2" + (len(part) + 16).to_bytes(2, "big") + b"ICC_PROFILE\x00" + bytes((number, len(parts))) + part
         for number, part in enumerate(parts, start=1)
