@@ -150,3 +150,24 @@ def output_too_large_for_format(fmt: str, width: int, height: int, limit: int) -
         "output_too_large_for_format",
         f"{fmt} holds at most {limit:,} px a side; this output is {width}x{height}. Use format=png.",
     )
+
+
+# A request's flow (app/api/flow.py): a body that stalls, and a client that leaves before its answer.
+
+
+def upload_timeout(idle_seconds: float) -> ApiError:
+    """Also after ``100 Continue``: a body that does not come holds a connection and its memory for nothing."""
+    return ApiError(408, "request_timeout", f"No bytes of the body arrived for {idle_seconds:g} s; the connection is closed.")
+
+
+def upload_too_slow(min_bytes_per_second: float) -> ApiError:
+    return ApiError(
+        408,
+        "upload_too_slow",
+        f"The body arrived slower than {min_bytes_per_second:,.0f} bytes/s on average; the connection is closed.",
+    )
+
+
+def client_closed_request() -> ApiError:
+    """What the log records for a client that left while its image waited or was cut out: the work was stopped."""
+    return ApiError(499, "client_closed_request", "The client closed the connection before its answer; the work was stopped.")

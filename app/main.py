@@ -19,6 +19,7 @@ from app.api import health, metrics, remove, removebg, web
 from app.api.access import AccessMiddleware
 from app.api.admission import AdmissionMiddleware, ImageRoute
 from app.api.expect import ExpectContinueMiddleware
+from app.api.flow import BodyDeadlineMiddleware
 from app.api.auth import Guard, rate_limit_headers
 from app.allocator import give_back_free_memory, keep_buffers_while_busy
 from app.metrics import Metrics
@@ -51,7 +52,14 @@ def create_app(settings: Settings | None = None, models: ModelSet | SaliencyMode
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keep_buffers_while_busy()
-        runner = Runner(settings.workers, settings.queue_limit, on_idle=give_back_free_memory)
+        runner = Runner(
+            settings.workers,
+            settings.queue_limit,
+            on_idle=give_back_free_memory,
+            # bodies in memory, on their way or received: what the places could hold with an upload each
+            body_budget_bytes=(settings.workers + settings.queue_limit) * settings.max_upload_bytes,
+            on_stopped=lambda when: observed.jobs_stopped.labels(when).inc(),
+        )
         state = ServiceState(settings=settings, runner=runner, models=models)
         app.state.service = state
         observed.watch(state.runner)
@@ -66,6 +74,7 @@ def create_app(settings: Settings | None = None, models: ModelSet | SaliencyMode
             state.status = "stopping"
             if not warm_up.done():
                 warm_up.cancel()
+            state.runner.stop_all()  # what is left runs at most to its next stage boundary
             await asyncio.to_thread(state.runner.shutdown)
 
     app = FastAPI(
@@ -91,6 +100,11 @@ def create_app(settings: Settings | None = None, models: ModelSet | SaliencyMode
         "/v1.0/removebg": ImageRoute(routes["/v1.0/removebg"], removebg.removebg_error),
     }
     app.add_middleware(AdmissionMiddleware, routes=image_routes, metrics=observed)
+    app.add_middleware(
+        BodyDeadlineMiddleware,
+        idle_seconds=settings.upload_idle_seconds,
+        min_bytes_per_second=settings.upload_min_bytes_per_second,
+    )
     app.add_middleware(ExpectContinueMiddleware)
     app.add_middleware(AccessMiddleware, metrics=observed)
     return app

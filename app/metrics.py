@@ -36,6 +36,14 @@ class Metrics:
         )
         self.in_flight = Gauge("bgremove_in_flight", "Images being processed by a worker now.", registry=self.registry)
         self.waiting = Gauge("bgremove_queue_depth", "Requests admitted and waiting for a worker.", registry=self.registry)
+        self.body_bytes = Gauge(
+            "bgremove_request_body_bytes", "Bytes of request bodies in memory, received or on their way.",
+            registry=self.registry,
+        )
+        self.jobs_stopped = Counter(
+            "bgremove_jobs_stopped", "Jobs stopped unfinished (client gone, or shutting down), by whether they had started.",
+            ["when"], registry=self.registry,
+        )
         self.startup_seconds = Gauge(
             "bgremove_startup_duration_seconds", "Model load and warm-up times of this process.", ["phase"], registry=self.registry
         )
@@ -44,6 +52,7 @@ class Metrics:
         """Read the pool's gauges at scrape time, so they are never stale."""
         self.in_flight.set_function(lambda: runner.in_flight)
         self.waiting.set_function(lambda: runner.waiting)
+        self.body_bytes.set_function(lambda: runner.body_bytes)
 
     def observe_image(self, timings_ms: dict[str, float]) -> None:
         self.images.inc()

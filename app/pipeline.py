@@ -6,6 +6,10 @@ the CLI, the tests and the benchmarks all run exactly the same code.
 ``matte_photo`` is the same decode -> model -> matte, stopping before the
 band-wise compose and encode: it hands back the photo and its alpha as whole
 arrays, for callers that lay the cut-out out themselves (the remove.bg API).
+
+Between stages, ``stage_boundary()`` stops a job the service no longer wants
+(its client went away, or the service is stopping); outside the service's
+pool it does nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +22,22 @@ import numpy as np
 
 from app.imaging.color import RGBA
 from app.imaging.decode import decode_image
-from app.imaging.encode import MEDIA_TYPES, WHITE, Cutout, EncoderSettings, OutputFormat, Region, encode, foreground_box
+from app.imaging.encode import (
+    MEDIA_TYPES,
+    WHITE,
+    Cutout,
+    EncoderSettings,
+    OutputFormat,
+    Region,
+    check_output_size,
+    encode,
+    foreground_box,
+)
 from app.imaging.layout import BoxSpec, Layer, shrink_to_pixels
 from app.matting import Matte, alpha_from_map, combine_alpha, refine_matte
 from app.model import SaliencyModel
 from app.model.passes import PLANS, QualityPlan, predict_map
+from app.runner import stage_boundary
 from app.settings import Settings
 
 
@@ -60,6 +75,7 @@ class Result:
     width: int
     height: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    dropped_metadata: tuple[str, ...] = ()  # of the input's, not carried into the output: ("icc",)
 
 
 @dataclass
@@ -67,6 +83,7 @@ class MattedPhoto:
     layer: Layer  # the photo (shrunk if asked), edge colours cleaned of the old background, and its alpha
     icc_profile: bytes | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    dropped_metadata: tuple[str, ...] = ()
 
 
 class _Stopwatch:
@@ -90,11 +107,15 @@ def remove_background(
     with model.in_use():
         watch = _Stopwatch()
         image = decode_image(data, limits.max_pixels)
+        if not options.crop:  # the output's size is the photo's: refuse now what the encoder would refuse later
+            check_output_size(options.format, image.width, image.height)
         watch.lap("decode")
+        stage_boundary()
         matte = _matte(image.rgb, model, options.refine, PLANS[options.quality], watch)
         matte.alpha = combine_alpha(matte.alpha, image.alpha)
         watch.lap("matte")
 
+        stage_boundary()
         cutout = _cutout(image.rgb, matte, options)
         body = encode(cutout, options.format, encoder, image.icc_profile)
         watch.lap("encode")
@@ -104,6 +125,7 @@ def remove_background(
         width=cutout.width,
         height=cutout.height,
         timings_ms=watch.timings_ms,
+        dropped_metadata=image.dropped_metadata,
     )
 
 
@@ -121,6 +143,7 @@ def matte_photo(data: bytes, options: MatteOptions, model: SaliencyModel, limits
         if options.region is not None:
             region = _scaled(options.region.resolve(image.width, image.height), width / image.width, height / image.height)
         watch.lap("decode")
+        stage_boundary()
 
         left, top, right, bottom = region
         photo = np.ascontiguousarray(rgb[top:bottom, left:right])
@@ -132,7 +155,7 @@ def matte_photo(data: bytes, options: MatteOptions, model: SaliencyModel, limits
             whole.paste(layer, left, top)
             layer = whole
         watch.lap("matte")
-        return MattedPhoto(layer=layer, icc_profile=image.icc_profile, timings_ms=watch.timings_ms)
+        return MattedPhoto(layer, image.icc_profile, watch.timings_ms, image.dropped_metadata)
 
 
 def _matte(rgb: np.ndarray, model: SaliencyModel, refine: bool, plan: QualityPlan, watch: _Stopwatch) -> Matte:
@@ -140,6 +163,7 @@ def _matte(rgb: np.ndarray, model: SaliencyModel, refine: bool, plan: QualityPla
     preview = model.reduce(rgb)
     prob = predict_map(rgb, model, plan, preview)
     watch.lap("model")
+    stage_boundary()
     if refine:
         return refine_matte(rgb, prob, preview=preview)
     return Matte(alpha_from_map(prob, int(rgb.shape[1]), int(rgb.shape[0])))

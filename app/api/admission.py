@@ -6,7 +6,9 @@ about a millisecond: with 64 clients sending again at once that is most of
 the loop, and /healthz waits behind it. Here the refusal is one lookup and one
 small response. The routes' own ``runner.slot()`` stays the authority (a
 request let through here is still refused there if the pool filled meanwhile);
-this only answers early what it would answer late.
+this only answers early what it would answer late. The same goes for the
+memory budget of bodies on their way (``app.api.flow``): while it is spent, a
+new upload is refused before ``100 Continue`` asks for its body.
 
 Only callers who would get that far are refused here: without ``API_KEYS``,
 anyone; with them, a request with a valid key. Everyone else goes on to the
@@ -47,7 +49,9 @@ class AdmissionMiddleware:
         target = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if target is not None:
             service: ServiceState | None = getattr(scope["app"].state, "service", None)
-            refused = service.runner.refusal() if service is not None and service.status == "ok" else None
+            refused = None
+            if service is not None and service.status == "ok":
+                refused = service.runner.refusal() or service.runner.body_refusal()
             if refused is not None and _would_be_admitted(scope):
                 scope["route"] = target.route
                 self.metrics.rejected.labels("busy").inc()

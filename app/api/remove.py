@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.api.auth import MeteredCaller
 from app.api.deps import State
+from app.api.flow import run_for_client
 from app.api.upload import FILE_FIELD, read_upload
 from app.imaging.color import parse_color
 from app.imaging.encode import EncoderSettings
@@ -58,14 +59,25 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
             "X-Width": {"description": "Width of the returned image in pixels.", "schema": {"type": "integer"}},
             "X-Height": {"description": "Height of the returned image in pixels.", "schema": {"type": "integer"}},
             "X-Processing-Time-Ms": {"description": "Time spent on the image, queueing excluded.", "schema": {"type": "number"}},
+            "X-Dropped-Metadata": {
+                "description": "Only when some was: `icc`, an ICC profile not carried over (over 1 MB, or not a profile).",
+                "schema": {"type": "string"},
+            },
         },
     },
     400: _error("Empty body, malformed multipart, or no `file` field."),
     401: _error("No API key (only when API_KEYS is set); a browser is asked for one with a Basic challenge."),
     403: _error("An API key that is not valid."),
-    413: _error("Upload larger than MAX_UPLOAD_BYTES, or image larger than MAX_PIXELS."),
+    413: _error(
+        "Upload larger than MAX_UPLOAD_BYTES, image larger than MAX_PIXELS, a side over 65,535 px (`side_too_long`), "
+        "or over 16 MB of metadata (`too_much_metadata`)."
+    ),
     415: _error("Not an image this service reads (sniffed from the bytes), or a Content-Type that is not accepted."),
-    422: _error("An image that cannot be decoded, or an invalid option."),
+    422: _error(
+        "An image that cannot be decoded, or an invalid option; an image that would cost far more than its pixels "
+        "(`too_many_scans`, `too_many_segments`, `implausible_tiff`), or an output its format cannot hold "
+        "(`output_too_large_for_format`: WebP 16,383 px a side, JPEG 65,500)."
+    ),
     429: _error("Rate limit exceeded (RATE_LIMIT_PER_MINUTE); see Retry-After and X-RateLimit-*."),
     503: _error("At capacity, still warming up, or shutting down; see Retry-After."),
 }
@@ -112,9 +124,12 @@ async def remove(
         quality=settings.quality if quality is None else quality.value,
     )
     chosen = state.model_for(model, options.quality)
+    data = await read_upload(request, settings.max_upload_bytes)  # before its place: a slow body holds no worker
+    state.check_ready_for_images()
     async with state.runner.slot():
-        data = await read_upload(request, settings.max_upload_bytes)
-        result = await state.runner.run(
+        result = await run_for_client(
+            request,
+            state.runner,
             remove_background,
             data,
             options,
@@ -129,6 +144,7 @@ async def remove(
         "X-Height": str(result.height),
         "X-Processing-Time-Ms": f"{sum(timings.values()):.1f}",
         "Server-Timing": ", ".join(f"{name};dur={ms}" for name, ms in timings.items()),
+        **({"X-Dropped-Metadata": ",".join(result.dropped_metadata)} if result.dropped_metadata else {}),
         **caller.headers,
     }
     return Response(content=result.body, media_type=result.media_type, headers=headers)

@@ -27,6 +27,7 @@ from python_multipart.multipart import parse_options_header
 from app import errors
 from app.api.auth import KeyHolder, MeteredCaller, rate_limit_headers
 from app.api.deps import State
+from app.api.flow import run_for_client
 from app.api.upload import MAX_FORM_FIELDS, FieldLimits, read_body, read_multipart_fields
 from app.compat.removebg import RemoveBgResult, remove_background_as_removebg
 from app.compat.removebg_options import MAX_PARAMETER_BYTES, RemoveBgOptions, parse_options
@@ -228,15 +229,18 @@ class RemoveBgForm:
 async def removebg(request: Request, state: State, caller: MeteredCaller) -> Response:
     settings = state.settings
     state.check_ready_for_images()
-    async with state.runner.slot():
-        form = await _read_form(request, settings.max_upload_bytes)
-        options = parse_options(form.fields)
+    form = await _read_form(request, settings.max_upload_bytes)  # before its place: a slow body holds no worker
+    options = parse_options(form.fields)
+    state.check_ready_for_images()
+    async with state.runner.slot():  # the image_url downloads are bounded by the places, as the jobs are
         policy = FetchPolicy.from_allow_list(
             settings.image_url_allow, settings.max_upload_bytes, settings.image_url_timeout_seconds
         )
         image = await _image(form, SOURCES, policy, settings.max_upload_bytes, required=True)
         background = await _image(form, BACKGROUNDS[1:], policy, settings.max_upload_bytes, required=False)
-        result = await state.runner.run(
+        result = await run_for_client(
+            request,
+            state.runner,
             remove_background_as_removebg,
             image,
             background,

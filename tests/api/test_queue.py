@@ -98,3 +98,45 @@ def test_retry_after_is_spread_around_the_expected_wait() -> None:
     assert min(waits) == 2 and max(waits) == 6
     assert 3.7 < sum(waits) / len(waits) < 4.3
     assert {spread_retry_after(0.3) for _ in range(100)} == {1}  # never 0: that would mean at once
+
+
+def test_cancelled_jobs_stop_at_a_stage_boundary_and_waiting_ones_never_start() -> None:
+    """Cancelling a caller drops its job if it waits; ``stop_all`` stops a running one at its next boundary."""
+    from app.runner import JobStopped, stage_boundary
+
+    stopped: list[str] = []
+    ran: list[str] = []
+    release = threading.Event()
+
+    def stages(name: str) -> str:
+        ran.append(name)
+        while not release.wait(0.01):
+            stage_boundary()
+        return name
+
+    async def scenario() -> None:
+        runner = Runner(workers=1, max_queue=1, on_stopped=stopped.append)
+        try:
+            running = asyncio.ensure_future(runner.run(stages, "running"))
+            while runner.in_flight < 1 or not ran:
+                await asyncio.sleep(0.01)
+            waiting = asyncio.ensure_future(runner.run(stages, "waiting"))
+            await asyncio.sleep(0.05)
+            assert (runner.in_flight, runner.waiting) == (1, 1)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert stopped == ["queued"] and runner.waiting == 0
+            runner.stop_all()
+            with pytest.raises(JobStopped):
+                await running
+            assert stopped == ["queued", "running"] and runner.in_flight == 0
+            with pytest.raises(JobStopped):  # and nothing new starts
+                await runner.run(stages, "late")
+        finally:
+            release.set()
+            runner.shutdown()
+
+    asyncio.run(scenario())
+    assert ran == ["running"]
+    stage_boundary()  # outside the pool: nothing to stop
