@@ -68,6 +68,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("Empty body, malformed multipart, or no `file` field."),
     401: _error("No API key (only when API_KEYS is set); a browser is asked for one with a Basic challenge."),
     403: _error("An API key that is not valid."),
+    408: _error("The body stalled: silent for UPLOAD_IDLE_SECONDS, or under UPLOAD_MIN_BYTES_PER_SECOND on average."),
     413: _error(
         "Upload larger than MAX_UPLOAD_BYTES, image larger than MAX_PIXELS, a side over 65,535 px (`side_too_long`), "
         "or over 16 MB of metadata (`too_much_metadata`)."

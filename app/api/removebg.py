@@ -207,6 +207,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     400: _error_response("Invalid parameters, or an image that cannot be used."),
     403: _error_response("API key missing or invalid (when API_KEYS is set)."),
+    408: _error_response("The body stalled: silent for UPLOAD_IDLE_SECONDS, or under UPLOAD_MIN_BYTES_PER_SECOND."),
     413: _error_response("Upload larger than MAX_UPLOAD_BYTES, or image larger than MAX_PIXELS."),
     429: _error_response("Rate limit exceeded; see Retry-After and X-RateLimit-*."),
     503: _error_response("At capacity, warming up, or shutting down; see Retry-After."),
@@ -287,6 +288,7 @@ def _result_headers(result: RemoveBgResult, options: RemoveBgOptions) -> dict[st
         "X-Credits-Charged": "0",
         "X-Processing-Time-Ms": f"{sum(timings.values()):.1f}",
         "Server-Timing": ", ".join(f"{name};dur={ms}" for name, ms in timings.items()),
+        **({"X-Dropped-Metadata": ",".join(result.dropped_metadata)} if result.dropped_metadata else {}),
     }
 
 

@@ -24,6 +24,7 @@ from app.imaging.encode import WHITE, Cutout, EncoderSettings, OutputFormat, Reg
 from app.imaging.layout import Layer, crop_with_margins, drop_shadow, over_photo, place_subject
 from app.model import SaliencyModel
 from app.pipeline import Limits, MatteOptions, flatten_for_jpeg, matte_photo
+from app.runner import stage_boundary
 
 MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "zip": "application/zip"}
 _ENCODINGS: dict[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "webp": "webp"}  # remove.bg's names -> ours
@@ -38,6 +39,7 @@ class RemoveBgResult:
     height: int
     foreground: Region  # left, top, right, bottom of the subject in the result
     timings_ms: dict[str, float] = field(default_factory=dict)
+    dropped_metadata: tuple[str, ...] = ()  # of the photo's, not carried into the result: ("icc",)
 
 
 def unknown_foreground() -> errors.ApiError:
@@ -62,8 +64,9 @@ def remove_background_as_removebg(
         model,
         limits,
     )
-    timings, icc_profile, layer = matted.timings_ms, matted.icc_profile, matted.layer
+    timings, icc_profile, layer, dropped = matted.timings_ms, matted.icc_profile, matted.layer, matted.dropped_metadata
     del matted  # each stage below makes a new canvas: hold the one before it no longer than needed
+    stage_boundary()
     started = time.perf_counter()
     layer, subject = _laid_out(layer, options)
     on_photo = background is not None
@@ -75,6 +78,7 @@ def remove_background_as_removebg(
     lap = time.perf_counter()
     timings["compose"] = round((lap - started) * 1000.0, 1)
 
+    stage_boundary()
     fmt = _format(options, layer, on_photo)
     if fmt == "zip":
         body = _zip(layer, options.bg_color, encoder)
@@ -85,7 +89,7 @@ def remove_background_as_removebg(
         colour = flatten_for_jpeg(colour) if fmt == "jpg" else colour
         body = encode(Cutout(layer.rgb, layer.alpha, colour), _ENCODINGS[fmt], encoder, icc_profile)
     timings["encode"] = round((time.perf_counter() - lap) * 1000.0, 1)
-    return RemoveBgResult(body, MEDIA_TYPES[fmt], layer.width, layer.height, subject, timings)
+    return RemoveBgResult(body, MEDIA_TYPES[fmt], layer.width, layer.height, subject, timings, dropped)
 
 
 def _laid_out(layer: Layer, options: RemoveBgOptions) -> tuple[Layer, Region]:

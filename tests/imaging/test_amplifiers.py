@@ -206,3 +206,10 @@ def test_a_17mb_profile_into_jpeg_output_is_dropped_not_a_500(client: httpx.Clie
     response = client.post("/remove?format=jpeg", content=hostile.webp_with_icc(hostile.icc_profile(17_000_000)))
     assert response.status_code == 200 and response.headers["x-dropped-metadata"] == "icc"
     assert b"ICC_PROFILE" not in response.content
+
+
+def test_the_removebg_api_says_so_too(client: httpx.Client) -> None:
+    lemur = photo().resize((340, 220))  # a subject that stands out: remove.bg's API refuses a flat frame
+    with_profile = to_bytes(lemur, "JPEG", quality=90, icc_profile=hostile.icc_profile(10_000_000))
+    response = client.post("/v1.0/removebg", files={"image_file": ("a.jpg", with_profile)}, data={"size": "full"})
+    assert response.status_code == 200 and response.headers["x-dropped-metadata"] == "icc"
