@@ -171,3 +171,31 @@ def upload_too_slow(min_bytes_per_second: float) -> ApiError:
 def client_closed_request() -> ApiError:
     """What the log records for a client that left while its image waited or was cut out: the work was stopped."""
     return ApiError(499, "client_closed_request", "The client closed the connection before its answer; the work was stopped.")
+
+
+# The HTTP layer's refusals (app/protocol.py), written before the app sees a request; each closes the connection.
+
+
+def header_timeout(seconds: float) -> ApiError:
+    return ApiError(408, "header_timeout", f"The request line and headers did not arrive within {seconds:g} s.")
+
+
+def headers_too_large(max_bytes: int, max_fields: int) -> ApiError:
+    return ApiError(
+        431,
+        "headers_too_large",
+        f"The request line and headers are over {max_bytes:,} bytes, or more than {max_fields} fields.",
+    )
+
+
+def malformed_request() -> ApiError:
+    return ApiError(400, "malformed_request", "The request is not valid HTTP/1.1.")
+
+
+def too_many_connections() -> ApiError:
+    return ApiError(
+        503,
+        "too_many_connections",
+        "The server holds as many connections as it may, all busy; retry after the seconds in Retry-After.",
+        headers={"Retry-After": "1"},
+    )

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 
 from app.main import create_app
 from app.model import ModelSet, SaliencyModel, load_model
-from app.protocol import HttpProtocol
+from app.server import uvicorn_config
 from app.settings import Settings
 from tests.wire import free_port
 
@@ -34,11 +34,13 @@ def models(model: SaliencyModel) -> ModelSet:
 
 
 class ThreadedServer:
-    """An ASGI app under uvicorn, with our HTTP protocol, in a background thread on a loopback port."""
+    """An ASGI app under uvicorn, configured as ``python -m app`` configures it, in a background thread on a loopback
+    port; ``options`` override uvicorn's options."""
 
-    def __init__(self, app: ASGIApp, port: int, **options: Any) -> None:
+    def __init__(self, app: ASGIApp, port: int, settings: Settings | None = None, **options: Any) -> None:
         self.address = ("127.0.0.1", port)
-        config = uvicorn.Config(app, "127.0.0.1", port, http=HttpProtocol, log_level="warning", **options)
+        settings = replace(settings or Settings(), host="127.0.0.1", port=port)
+        config = uvicorn_config(app, settings, log_level="warning", **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -68,7 +70,7 @@ class LiveServer:
     def __init__(self, settings: Settings, model: SaliencyModel | ModelSet | None = None) -> None:
         self.settings = replace(settings, host="127.0.0.1", port=free_port())
         self.url = f"http://127.0.0.1:{self.settings.port}"
-        self._uvicorn = ThreadedServer(create_app(self.settings, model), self.settings.port)
+        self._uvicorn = ThreadedServer(create_app(self.settings, model), self.settings.port, self.settings)
 
     def start(self) -> LiveServer:
         self._uvicorn.start()

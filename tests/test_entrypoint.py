@@ -65,17 +65,18 @@ def test_startup_objects_are_left_out_of_later_collections() -> None:
 class Service:
     """``python -m app`` as a real process on a free port, its stderr kept for the assertions."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, open_files: tuple[int, int] | None = None, **env: str) -> None:
+        """``open_files``: the soft and hard limits on open descriptors the process starts with."""
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "app"]
+        if open_files is not None:
+            limit = f"import resource, runpy; resource.setrlimit(resource.RLIMIT_NOFILE, {open_files})"
+            command = [sys.executable, "-c", limit + "; runpy.run_module('app', run_name='__main__')"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app"],
-            cwd=REPO,
-            env={**os.environ, "PORT": str(self.port), **env},
-            stderr=subprocess.PIPE,
-            text=True,
+            command, cwd=REPO, env={**os.environ, "PORT": str(self.port), **env}, stderr=subprocess.PIPE, text=True
         )
         self.stderr = ""
 
@@ -164,3 +165,75 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_work(drain_se
         finally:
             returncode = service.stop()
     assert returncode in (0, -signal.SIGTERM)
+
+
+def test_the_graceful_timeout_is_a_real_bound() -> None:
+    """Past GRACEFUL_TIMEOUT_SECONDS the jobs stop at their next stage boundary (queued ones never start) and
+    their clients get 503 shutting_down: no 500, no traceback, and the process ends about a stage later."""
+    graceful_s = 2
+    service = Service(WORKERS="1", MAX_QUEUE="3", GRACEFUL_TIMEOUT_SECONDS=str(graceful_s), LOG_FORMAT="text")
+    big = large_photo_bytes(48)  # a second or more each, so four outlast the timeout
+    with ThreadPoolExecutor(4) as pool:
+        try:
+            service.wait_ready()
+            uploads = [pool.submit(httpx.post, service.url + "/remove", content=big, timeout=120) for _ in range(4)]
+            service.wait_until(lambda health: health["in_flight"] == 1 and health["waiting"] == 3)
+            service.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            responses = [upload.result(timeout=120) for upload in uploads]
+        finally:
+            returncode = service.stop()
+        took = time.monotonic() - signalled
+    statuses = sorted(response.status_code for response in responses)
+    assert set(statuses) <= {200, 503} and 503 in statuses, statuses
+    for response in responses:
+        if response.status_code == 503:
+            assert response.json()["error"]["code"] == "shutting_down"
+    assert returncode in (0, -signal.SIGTERM)
+    assert took < graceful_s + 30  # before: the queue ran on to its end, past the timeout, and 500s
+    assert "Traceback" not in service.stderr and "Exception in ASGI application" not in service.stderr
+
+
+def _open_file_limits(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-file limit in /proc")
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads the limits from /proc")
+def test_at_the_open_file_limit_the_connection_cap_keeps_the_service_answering() -> None:
+    """Past the limit accept() fails and the process served no one, logging ~3,000 tracebacks a second."""
+    service = Service(open_files=(256, 400), LOG_FORMAT="text")
+    connections: list[socket.socket] = []
+    try:
+        service.wait_ready()
+        assert _open_file_limits(service.process.pid) == (400, 400)  # the soft limit raised to the hard one
+        for _ in range(450):  # more than the descriptors the process may hold
+            connections.append(socket.create_connection(("127.0.0.1", service.port), timeout=30))
+        assert httpx.get(service.url + "/healthz", timeout=30).status_code == 200
+        response = httpx.post(service.url + "/remove", content=photo_bytes(), timeout=60)
+        assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+    finally:
+        for connection in connections:
+            connection.close()
+        service.stop()
+    assert "holding at most 222 connections" in service.stderr  # 400 less the backlog of 50 and 128 to spare
+    assert "Traceback" not in service.stderr and "out of system resource" not in service.stderr
+
+
+def test_text_logs_escape_control_characters() -> None:
+    """A ``%0a`` in the path is a newline once decoded: written raw, it would start a forged log line."""
+    service = Service(LOG_FORMAT="text")
+    try:
+        service.wait_ready()
+        forged = "2030-01-01 00:00:00,000 INFO    app.access: GET /admin 200"
+        path = "/nothing%0a" + forged.replace(" ", "%20") + "%0d%1b[2J%e2%80%a8"
+        assert httpx.get(service.url + path).status_code == 404
+    finally:
+        service.stop()
+    lines = service.stderr.splitlines()
+    assert not any(line.startswith("2030-") for line in lines)
+    (logged,) = (line for line in lines if "/nothing" in line)
+    assert "/nothing\\n2030-01-01" in logged and "\\r\\x1b[2J\\u2028" in logged
