@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
+from typing import Any
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -36,14 +37,39 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+# Control characters, DEL, C1 and the Unicode line separators, written as escapes in text lines.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line: a client's ``%0a`` in a path, decoded, would otherwise start a forged log line."""
+    return text.translate(_ESCAPES)
+
+
 class TextFormatter(logging.Formatter):
+    """One line a record, for people; a traceback follows it indented, so no line of it passes for a record."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         current = request_id.get()
         return f"{line} [{current}]" if current is not None else line
+
+
+def _indented(text: str) -> str:
+    return "\n".join("    " + escape_controls(line) for line in text.splitlines())
 
 
 def configure_logging(level: str, fmt: str) -> None:

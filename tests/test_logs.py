@@ -41,3 +41,22 @@ def test_exceptions_are_kept_in_one_line() -> None:
         record.exc_info = __import__("sys").exc_info()
     entry = json.loads(JsonFormatter().format(record))
     assert "ValueError: broken" in entry["exception"]
+
+
+def test_text_lines_escape_control_characters() -> None:
+    """A client's ``%0a`` in a path, decoded, would start a forged line in a text log."""
+    line = TextFormatter().format(_record("GET /a\nforged\r\x1b[31m\u2028\x85 404"))
+    assert line.endswith("app.test: GET /a\\nforged\\r\\x1b[31m\\u2028\\x85 404")
+    assert len(line.splitlines()) == 1
+
+
+def test_a_text_traceback_is_indented_under_its_line() -> None:
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError:
+        record = _record("failed")
+        record.exc_info = __import__("sys").exc_info()
+    first, *rest = TextFormatter().format(record).splitlines()
+    assert first.endswith("app.test: failed")
+    assert rest and all(line.startswith("    ") for line in rest)
+    assert rest[-2:] == ["    ValueError: bad", "    value"]  # even a newline in the message cannot pass for a record
